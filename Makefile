@@ -1,0 +1,38 @@
+# make lab    set up on first use, then open the course in JupyterLab
+# make test   set up on first use, then run the whole test suite
+# make course execute every lesson and reference solution in full mode, with a table of times
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.llmcourse-installed
+PYTHON ?= python3
+# nbgrader runs helper commands (alembic) by name: put the venv first on PATH
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: setup lab test course exercises clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e ".[test]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)"
+	$(PY) -m llmcourse.cli fetch
+	touch $(STAMP)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR)
+
+test: setup
+	$(PY) -m pytest -n 2
+
+course: setup
+	$(PY) -m llmcourse.run_notebooks
+
+# regenerate exercises/ from solutions/ (instructors, after editing a source notebook)
+exercises: setup
+	for a in $(notdir $(wildcard solutions/[0-9][0-9]-*)); do $(VENV)/bin/nbgrader generate_assignment --force $$a || exit 1; done
+
+clean:
+	rm -rf $(VENV) gradebook.db .pytest_cache

@@ -1,0 +1,100 @@
+"""Plotting helpers for the lessons (matplotlib only): attention heatmaps and per-head views.
+
+Every helper takes tensors or arrays, checks that the labels match the data, and returns the
+matplotlib object it drew on, so a lesson can add to the figure or save it.
+"""
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _to_numpy(weights, ndim: int) -> np.ndarray:
+    """``weights`` (a tensor or array-like) as a float numpy array with exactly ``ndim`` dimensions."""
+    if hasattr(weights, "detach"):  # a torch.Tensor, possibly requiring grad
+        weights = weights.detach().cpu().numpy()
+    array = np.asarray(weights, dtype=float)
+    if array.ndim != ndim:
+        raise ValueError(f"expected {ndim}-D weights, got shape {array.shape}")
+    return array
+
+
+def attention_heatmap(weights, tokens, ax=None, title=None, row_labels=None, annotate=False):
+    """Draw attention weights as a heatmap: one row per query, one column per key token.
+
+    ``weights`` is ``(n_rows, len(tokens))``; rows are labelled with ``row_labels`` (default: the
+    tokens, for the usual square query x key matrix). The colour scale is fixed to [0, 1] so that
+    heatmaps of different heads compare directly. ``annotate=True`` writes each weight in its cell
+    (readable for small matrices). Returns the Axes.
+    """
+    w = _to_numpy(weights, 2)
+    rows = list(tokens) if row_labels is None else list(row_labels)
+    if w.shape != (len(rows), len(tokens)):
+        raise ValueError(f"weights have shape {w.shape} but there are {len(rows)} row labels "
+                         f"and {len(tokens)} tokens")
+    if ax is None:
+        size = 0.45 * max(len(tokens), 6)
+        _, ax = plt.subplots(figsize=(size + 1, 0.45 * max(len(rows), 6)), layout="constrained")
+    image = ax.imshow(w, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(len(tokens)), labels=list(tokens), rotation=60, ha="right",
+                  rotation_mode="anchor")
+    ax.set_yticks(range(len(rows)), labels=rows)
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query" if row_labels is None else "")
+    if annotate:
+        for (i, j), value in np.ndenumerate(w):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if value > 0.6 else "white")
+    if title is not None:
+        ax.set_title(title)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return ax
+
+
+def attention_heads_grid(weights_per_head, tokens, query_index=None, heads=None, titles=None,
+                         ncols=4, suptitle=None):
+    """One panel per head: a query x key heatmap, or, given ``query_index``, a bar chart of
+    what that one query token attends to.
+
+    ``weights_per_head`` is ``(n_heads, T, T)``; ``heads`` picks which heads to draw (default: all),
+    ``titles`` names the panels (default ``"head h"``). Returns the Figure.
+    """
+    w = _to_numpy(weights_per_head, 3)
+    tokens = list(tokens)
+    if w.shape[1:] != (len(tokens), len(tokens)):
+        raise ValueError(f"weights have shape {w.shape} but there are {len(tokens)} tokens")
+    heads = list(range(w.shape[0])) if heads is None else list(heads)
+    titles = [f"head {h}" for h in heads] if titles is None else list(titles)
+    if len(titles) != len(heads):
+        raise ValueError(f"{len(titles)} titles for {len(heads)} heads")
+    if query_index is not None and not -len(tokens) <= query_index < len(tokens):
+        raise IndexError(f"query_index {query_index} is out of range for {len(tokens)} tokens")
+
+    ncols = min(ncols, len(heads))
+    nrows = math.ceil(len(heads) / ncols)
+    width = 0.3 * len(tokens) + 1.0
+    height = 0.6 * width if query_index is not None else width
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
+                             layout="constrained")
+    for ax, h, title in zip(axes.flat, heads, titles):
+        if query_index is None:
+            image = ax.imshow(w[h], vmin=0.0, vmax=1.0, cmap="viridis")
+            ax.set_yticks(range(len(tokens)), labels=tokens, fontsize=8)
+        else:
+            row = w[h, query_index]
+            ax.bar(range(len(tokens)), row, color="tab:blue")
+            ax.bar(int(row.argmax()), row.max(), color="tab:orange")  # the most-attended key
+            ax.set_ylim(0, 1)
+        ax.set_xticks(range(len(tokens)), labels=tokens, rotation=60, ha="right",
+                      rotation_mode="anchor", fontsize=8)
+        ax.set_title(title, fontsize=10)
+    for ax in axes.flat[len(heads):]:
+        ax.remove()
+    if query_index is None:
+        fig.colorbar(image, ax=fig.axes, fraction=0.02, pad=0.02)
+    else:
+        fig.supylabel(f"weight from {tokens[query_index]!r}")
+    if suptitle is not None:
+        fig.suptitle(suptitle)
+    return fig
