@@ -7,8 +7,6 @@ import numpy as np
 
 from grader.values import TensorData, describe, to_plain
 
-ATOL = 1e-5
-RTOL = 1e-4
 
 
 @dataclass
@@ -27,7 +25,7 @@ def _array(value):
     return None
 
 
-def close(a, b, atol: float = ATOL, rtol: float = RTOL) -> bool:
+def close(a, b, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
     """Same structure, same shapes, same values (NaN equal to NaN)."""
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return len(a) == len(b) and all(close(x, y, atol, rtol) for x, y in zip(a, b))
@@ -41,20 +39,20 @@ def close(a, b, atol: float = ATOL, rtol: float = RTOL) -> bool:
     return bool(np.allclose(xa.astype(np.float64), xb.astype(np.float64), atol=atol, rtol=rtol, equal_nan=True))
 
 
-def name_mistake(out, case, mistakes: list, atol: float = ATOL, rtol: float = RTOL) -> str | None:
+def name_mistake(out, case, mistakes: list) -> str | None:
     """The description of the first known mistake whose output equals ``out`` on this case."""
     for mistake in mistakes:
         try:
             candidate = to_plain(case.call(mistake.make))
         except Exception:  # that mistake does not apply to this case's shapes
             continue
-        if close(out, candidate, atol, rtol):
+        if close(out, candidate, case.atol, case.rtol):
             return mistake.description
     return None
 
 
-def tensor_problem(out, expected: np.ndarray, what: str = "the output", float_dtype: bool = True,
-                   atol: float = ATOL, rtol: float = RTOL) -> str | None:
+def tensor_problem(out, expected: np.ndarray, case, what: str = "the output",
+                   float_dtype: bool = True) -> str | None:
     """What is wrong with a returned tensor against the expected array, or None when it matches."""
     if not isinstance(out, TensorData):
         return f"{what} should be a torch.Tensor of shape {tuple(expected.shape)}; got {describe(out)}"
@@ -67,7 +65,7 @@ def tensor_problem(out, expected: np.ndarray, what: str = "the output", float_dt
         return f"{what} contains NaN ({int(np.isnan(got).sum())} of {got.size} values)"
     if float_dtype and np.isinf(got).any() and not np.isinf(expected).any():
         return f"{what} contains inf ({int(np.isinf(got).sum())} of {got.size} values)"
-    if close(out, TensorData(expected, out.dtype), atol, rtol):
+    if close(out, TensorData(expected, out.dtype), case.atol, case.rtol):
         return None
     diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
     diff = np.where(np.isnan(diff), np.inf, diff)

@@ -65,7 +65,7 @@ def _run_child(notebook: Path, names: list[str], timeout_s: float):
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True)
             code, stderr = proc.returncode, proc.stderr
         except subprocess.TimeoutExpired:
-            code, stderr = None, 
+            code, stderr = None, ""
         return _read_events(out_path), code, stderr
 
 

@@ -5,6 +5,8 @@ cache on first use) or to a hub name, then calls the same ``from_pretrained`` co
 """
 
 import importlib.util
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +92,24 @@ def resolve(name: str | None, shipped: dict, default: str) -> str:
     return name
 
 
+HUB_HOST = "huggingface.co"
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers within ``timeout_s`` (False when HF_HUB_OFFLINE is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
+        return False
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
 def _from_pretrained(loader, source: str, shipped: dict, **kwargs):
+    if not Path(source).is_dir() and not hub_reachable():
+        # Offline: look only in the local hub cache instead of retrying the network for a minute.
+        kwargs["local_files_only"] = True
     try:
         return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:

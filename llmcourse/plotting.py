@@ -34,8 +34,9 @@ def attention_heatmap(weights, tokens, ax=None, title=None, row_labels=None, ann
         raise ValueError(f"weights have shape {w.shape} but there are {len(rows)} row labels "
                          f"and {len(tokens)} tokens")
     if ax is None:
-        size = 0.45 * max(len(tokens), 6)
-        _, ax = plt.subplots(figsize=(size + 1, 0.45 * max(len(rows), 6)), layout="constrained")
+        cell = 0.65 if annotate else 0.45  # inches per cell: room for the numbers when annotating
+        _, ax = plt.subplots(figsize=(cell * max(len(tokens), 6) + 1.5, cell * max(len(rows), 6) + 1),
+                             layout="constrained")
     image = ax.imshow(w, vmin=0.0, vmax=1.0, cmap="viridis")
     ax.set_xticks(range(len(tokens)), labels=list(tokens), rotation=60, ha="right",
                   rotation_mode="anchor")
@@ -83,8 +84,9 @@ def attention_heads_grid(weights_per_head, tokens, query_index=None, heads=None,
             ax.set_yticks(range(len(tokens)), labels=tokens, fontsize=8)
         else:
             row = w[h, query_index]
-            ax.bar(range(len(tokens)), row, color="tab:blue")
-            ax.bar(int(row.argmax()), row.max(), color="tab:orange")  # the most-attended key
+            colors = ["tab:blue"] * len(tokens)
+            colors[int(row.argmax())] = "tab:orange"  # the most-attended key
+            ax.bar(range(len(tokens)), row, color=colors)
             ax.set_ylim(0, 1)
         ax.set_xticks(range(len(tokens)), labels=tokens, rotation=60, ha="right",
                       rotation_mode="anchor", fontsize=8)

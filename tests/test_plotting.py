@@ -77,8 +77,11 @@ def test_grid_of_bars_shows_the_chosen_query_row_for_the_chosen_heads():
     fig = attention_heads_grid(weights, TOKENS, query_index=2, heads=[1, 3], titles=["L0 h1", "L0 h3"])
     assert [ax.get_title() for ax in fig.axes] == ["L0 h1", "L0 h3"]
     for ax, h in zip(fig.axes, [1, 3]):
-        heights = [bar.get_height() for bar in ax.patches[:5]]
+        heights = [bar.get_height() for bar in ax.patches]
         np.testing.assert_allclose(heights, weights[h, 2].numpy(), rtol=1e-6)
+        colors = [bar.get_facecolor() for bar in ax.patches]
+        top = int(weights[h, 2].argmax())
+        assert all((c == colors[top]) == (j == top) for j, c in enumerate(colors))  # top bar stands out
         assert labels(ax.get_xticklabels()) == TOKENS
 
 

