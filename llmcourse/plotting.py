@@ -1,4 +1,5 @@
-"""Plotting helpers for the lessons (matplotlib only): attention heatmaps and per-head views.
+"""Plotting helpers for the lessons (matplotlib only): attention heatmaps, per-head views and
+reproduction-error bars.
 
 Every helper takes tensors or arrays, checks that the labels match the data, and returns the
 matplotlib object it drew on, so a lesson can add to the figure or save it.
@@ -100,3 +101,81 @@ def attention_heads_grid(weights_per_head, tokens, query_index=None, heads=None,
     if suptitle is not None:
         fig.suptitle(suptitle)
     return fig
+
+
+def _short(value: float) -> str:
+    """A weight in at most three characters for a small cell: ".07", ".95", "1"."""
+    if 0 <= value < 0.995:
+        return f"{value:.2f}"[1:]
+    return f"{value:.2g}"
+
+
+def head_summary_heatmaps(summaries, ncols=3, annotate=True, suptitle=None):
+    """One ``(layers x heads)`` heatmap per named summary, side by side, on a shared [0, 1] scale.
+
+    ``summaries`` maps a panel title (e.g. ``"previous token"``) to an array ``(n_layers, n_heads)``
+    of values in [0, 1], such as the mean weight each head puts on that pattern; ``annotate=True``
+    writes each value in its cell. Returns the Figure.
+    """
+    if not summaries:
+        raise ValueError("no summaries to draw")
+    arrays = {name: _to_numpy(values, 2) for name, values in summaries.items()}
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"every summary needs the same (layers, heads) shape, got {sorted(shapes)}")
+    n_layers, n_heads = shapes.pop()
+    ncols = min(ncols, len(arrays))
+    nrows = math.ceil(len(arrays) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(0.45 * n_heads * ncols + 1.5, (0.45 * n_layers + 1.2) * nrows),
+                             squeeze=False, layout="constrained")
+    for ax, (name, a) in zip(axes.flat, arrays.items()):
+        image = ax.imshow(a, vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_xticks(range(n_heads))
+        ax.set_yticks(range(n_layers))
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title(name, fontsize=10)
+        if annotate:
+            for (i, j), value in np.ndenumerate(a):
+                ax.text(j, i, _short(value), ha="center", va="center", fontsize=7,
+                        color="black" if value > 0.6 else "white")
+    for ax in axes.flat[len(arrays):]:
+        ax.remove()
+    fig.colorbar(image, ax=fig.axes, fraction=0.02, pad=0.02)
+    if suptitle is not None:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def reproduction_error_bars(errors, labels, tolerance=None, ax=None, title=None):
+    """Grouped bars of reproduction errors on a log scale: one group per label (e.g. per layer), one
+    bar per named series in ``errors`` (``{"this layer alone": [...], ...}``, each as long as
+    ``labels``), with each bar's value written above it and an optional dashed ``tolerance`` line.
+    Returns the Axes."""
+    series = {name: np.asarray(values, dtype=float) for name, values in errors.items()}
+    labels = list(labels)
+    if not series:
+        raise ValueError("no errors to draw")
+    for name, values in series.items():
+        if values.shape != (len(labels),):
+            raise ValueError(f"{name!r} has {values.size} values for {len(labels)} labels")
+        if (values <= 0).any():
+            raise ValueError(f"{name!r} has values <= 0, which a log scale cannot show")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(labels) * len(series) + 2), 4), layout="constrained")
+    width = 0.8 / len(series)
+    for k, (name, values) in enumerate(series.items()):
+        positions = np.arange(len(labels)) + (k - (len(series) - 1) / 2) * width
+        bars = ax.bar(positions, values, width, label=name)
+        ax.bar_label(bars, labels=[f"{v:.1e}" for v in values], fontsize=7, padding=2)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(labels)), labels=labels)
+    ax.set_ylabel("max |ours - reference|")
+    if tolerance is not None:
+        ax.axhline(tolerance, color="tab:red", linestyle="--", label=f"tolerance {tolerance:g}")
+    top = max(max(v.max() for v in series.values()), tolerance or 0.0)
+    ax.set_ylim(min(v.min() for v in series.values()) / 10, top * 10)
+    ax.legend(loc="upper left", fontsize=8)
+    if title is not None:
+        ax.set_title(title)
+    return ax

@@ -30,10 +30,17 @@ class Round:
 
 
 ROUNDS = {
+    # transformer_param_count 3+1, training_flops 1+1, training_days 1+1, semantic_search 2+1; 2ND loses training_flops' 2
+    "01-transformer-era": Round("training_flops", "6.0 * n_params * n_tokens", "2.0 * n_params * n_tokens", 11, 9,
+                                "2 N D counts the forward pass only"),
     # softmax 2+1, causal_mask 1+1, scaled_dot_product_attention 3+2, self_attention 2+1; unscaled attention
     # loses its own 5 points and self_attention's 3 (it calls the attention)
     "02-self-attention": Round("scaled_dot_product_attention", " / math.sqrt(d_k)", "", 13, 5,
                                "no 1/sqrt(d_k) scaling"),
+    # split 1+1, merge 1+1, multi_head_attention 3+2, layer_norm 2+1, feed_forward 1+1, bert_layer 3+2; no output
+    # projection loses multi_head_attention's 5 and bert_layer's 5 (it calls multi_head_attention)
+    "03-multi-head-attention": Round("multi_head_attention", ' @ p["w_o"].T + p["b_o"]', "", 19, 9,
+                                     "no output projection"),
 }
 STUDENTS = ("ref", "stub", "wrong")
 

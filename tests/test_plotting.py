@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from llmcourse.attention import minilm_attentions  # noqa: E402
-from llmcourse.plotting import attention_heads_grid, attention_heatmap  # noqa: E402
+from llmcourse.plotting import (attention_heads_grid, attention_heatmap, head_summary_heatmaps,  # noqa: E402
+                                reproduction_error_bars)
 
 TOKENS = ["[CLS]", "the", "cat", "sat", "[SEP]"]
 
@@ -110,3 +111,43 @@ def test_minilm_attentions_on_a_tiny_random_bert(tmp_path):
     assert tokens == TOKENS
     assert attentions.shape == (2, 2, 5, 5)
     torch.testing.assert_close(attentions.sum(-1), torch.ones(2, 2, 5))
+
+
+def test_head_summary_heatmaps_draws_one_annotated_panel_per_summary():
+    g = torch.Generator().manual_seed(0)
+    summaries = {"previous token": torch.rand(3, 4, generator=g), "[CLS]": torch.rand(3, 4, generator=g),
+                 "spread": np.ones((3, 4))}
+    fig = head_summary_heatmaps(summaries, ncols=2, suptitle="heads")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == list(summaries)
+    assert all(ax.images[0].get_clim() == (0.0, 1.0) and len(ax.texts) == 12 for ax in panels)
+    np.testing.assert_allclose(panels[0].images[0].get_array(), summaries["previous token"].numpy(), rtol=1e-6)
+    assert {t.get_text() for t in panels[2].texts} == {"1"}
+    assert len(fig.axes) == 4  # three panels and a colorbar; the empty fourth cell is removed
+    assert fig._suptitle.get_text() == "heads"
+
+
+def test_head_summary_heatmaps_rejects_mismatched_shapes():
+    with pytest.raises(ValueError):
+        head_summary_heatmaps({"a": np.zeros((2, 3)), "b": np.zeros((3, 2))})
+    with pytest.raises(ValueError):
+        head_summary_heatmaps({})
+
+
+def test_reproduction_error_bars_groups_series_on_a_log_scale_with_the_tolerance():
+    errors = {"alone": [1e-6, 2e-6, 3e-6], "chained": [1e-6, 4e-6, 5e-6]}
+    ax = reproduction_error_bars(errors, ["layer 0", "layer 1", "layer 2"], tolerance=1e-4, title="errors")
+    assert ax.get_yscale() == "log" and ax.get_title() == "errors"
+    heights = [bar.get_height() for bar in ax.patches]
+    np.testing.assert_allclose(heights, errors["alone"] + errors["chained"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["layer 0", "layer 1", "layer 2"]
+    assert [line.get_ydata()[0] for line in ax.lines] == [1e-4]
+    assert "4.0e-06" in [t.get_text() for t in ax.texts]
+    low, high = ax.get_ylim()
+    assert low < 1e-6 and high > 1e-4
+
+
+@pytest.mark.parametrize("errors", [{"a": [1e-6, 1e-6]}, {"a": [1e-6, 0.0, 1e-6]}, {}])
+def test_reproduction_error_bars_rejects_bad_values(errors):
+    with pytest.raises(ValueError):
+        reproduction_error_bars(errors, ["0", "1", "2"])

@@ -1,3 +1,5 @@
 """One module of checks per chapter; importing this package registers them all."""
 
+from grader.checks import scale  # noqa: F401  (chapter 01)
 from grader.checks import attention  # noqa: F401  (chapter 02)
+from grader.checks import blocks  # noqa: F401  (chapter 03)

@@ -1,0 +1,764 @@
+"""Tests for the chapter-01 checks (grader/checks/scale.py): transformer_param_count, training_flops,
+training_days, semantic_search.
+
+What is tested (COURSE.md, "One set of checks, three consumers"):
+- every check passes the reference solution (from the solutions notebook) and other correct ways
+  of writing the answer;
+- every check fails a stub with "not implemented yet";
+- every check fails common wrong answers, written here the way a learner would write them, and its
+  feedback names the mistake;
+- the published figures the checks use agree with real GPT-2 models built from their configs;
+- the hidden checks pass the reference and fail an answer fitted to the visible cases.
+
+The wrong answers are deliberately written out by hand, not taken from the grader's own list of
+mistakes, so that a mistake the grader models differently from how learners write it shows up here.
+"""
+
+import datetime
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import grader
+import grader.core
+import grader.hidden
+from grader import check
+from grader.checks import scale
+from grader.notebook import load_definitions
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION_DIR = ROOT / "solutions" / "01-transformer-era"
+SOLUTION = SOLUTION_DIR / "01-transformer-era.ipynb"
+RELEASED = ROOT / "exercises" / "01-transformer-era" / "01-transformer-era.ipynb"
+
+EXERCISES = ["transformer_param_count", "training_flops", "training_days", "semantic_search"]
+
+# sum(p.numel() for p in GPT2LMHeadModel(GPT2Config(...)).parameters()), the tied lm_head counted once
+GPT2_PUBLISHED = {"small": (12, 768, 124_439_808), "medium": (24, 1024, 354_823_168),
+                  "large": (36, 1280, 774_030_080), "xl": (48, 1600, 1_557_611_200)}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The reference solution notebook, loaded in-process (it is trusted)."""
+    loaded = load_definitions(SOLUTION)
+    assert not loaded.problems, loaded.problems
+    return loaded
+
+
+def reference_fn(reference, name):
+    fn = reference.function(name)
+    assert fn is not None, reference.missing_message(name)
+    return fn
+
+
+def assert_fails_naming(result, phrase):
+    """The check failed, and its feedback contains the diagnosis ``phrase``."""
+    assert not result.passed, f"a wrong answer passed:\n{result.feedback}"
+    assert result.status == "failed"
+    assert phrase in result.feedback, f"expected the diagnosis {phrase!r} in the feedback:\n{result.feedback}"
+
+
+# =============================================================== the reference and the stubs
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_reference_solution_passes(reference, name):
+    result = check(name, reference_fn(reference, name))
+    assert result.passed, result.feedback
+    assert result.status == "passed"
+
+
+def _stub(*args, **kwargs):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_stub_is_not_implemented_yet(name):
+    result = check(name, _stub)
+    assert not result.passed
+    assert result.status == "not implemented"
+    assert "not implemented yet" in result.feedback
+    assert "Traceback" not in result.feedback
+    assert result.points == (0, grader.get_exercise(name).points)
+
+
+@pytest.mark.skipif(not RELEASED.is_file(), reason="the released exercise notebook is not generated")
+@pytest.mark.parametrize("name", EXERCISES)
+def test_released_stub_is_not_implemented_yet(name):
+    stub = load_definitions(RELEASED).function(name)
+    assert stub is not None, f"{RELEASED} does not define {name}"
+    result = check(name, stub)
+    assert result.status == "not implemented", result.feedback
+    assert "not implemented yet" in result.feedback
+
+
+def test_chapter_01_has_exactly_these_exercises():
+    assert [ex.name for ex in grader.exercises_of("01")] == EXERCISES
+
+
+def test_points():
+    assert [grader.get_exercise(n).points for n in EXERCISES] == [3, 1, 1, 2]
+
+
+# =============================================================== published figures against real models
+
+def _meta_gpt2_count(n_layers, d_model, vocab_size=50257, n_positions=1024, d_ff=None, n_head=None):
+    """sum(p.numel()) of a GPT2LMHeadModel built from a config on the meta device (shapes, no memory)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=n_head or max(1, d_model // 64),
+                        vocab_size=vocab_size, n_positions=n_positions, n_inner=d_ff)
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(config)
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied: parameters() yields it once
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", GPT2_PUBLISHED)
+def test_published_gpt2_counts_match_real_models(reference, size):
+    n_layers, d_model, published = GPT2_PUBLISHED[size]
+    assert _meta_gpt2_count(n_layers, d_model) == published
+    assert reference_fn(reference, "transformer_param_count")(n_layers, d_model, 50257, 1024) == published
+    assert scale.gpt_param_count(n_layers, d_model, 50257, 1024) == published
+
+
+def test_gpt2_small_count_matches_a_real_initialised_model():
+    """Not only on the meta device: a real GPT-2 small, with memory, has the same count."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config())
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808
+
+
+def test_gpt3_shape_count_is_stated_exactly():
+    assert scale.GPT3_PARAMS_EXACT == _meta_gpt2_count(96, 12288, n_positions=2048, n_head=96)
+    assert abs(scale.GPT3_PARAMS_EXACT / 175e9 - 1) < 0.01  # "175B"
+    assert f"{scale.GPT3_PARAMS_EXACT:,}" in " ".join(c.label for c in scale.param_count_cases())
+
+
+@pytest.mark.parametrize("case", scale.param_count_cases(), ids=lambda c: c.label[:40])
+def test_every_param_count_case_matches_transformers(case):
+    """The check's reference count equals GPT2LMHeadModel's on every visible case (d_ff as n_inner)."""
+    args = dict(zip(["n_layers", "d_model", "vocab_size", "n_positions", "d_ff"], case.args), **case.kwargs)
+    expected = scale.gpt_param_count(*case.args, **case.kwargs)
+    assert _meta_gpt2_count(**args, n_head=1) == expected
+
+
+def test_gpt3_flops_within_one_percent_of_the_paper(reference):
+    flops = reference_fn(reference, "training_flops")(175e9, 300e9)
+    assert flops == pytest.approx(3.15e23)
+    assert abs(flops / scale.GPT3_FLOPS_PAPER - 1) < 0.01
+
+
+def test_gpt3_days_sanity_example(reference):
+    days = reference_fn(reference, "training_days")(3.15e23, 1024, 312e12, 0.4)
+    assert days == pytest.approx(28.53, abs=0.01)
+    assert "about 28.5 days" in scale.days_cases()[0].label
+
+
+# =============================================================== transformer_param_count
+
+# ---- correct, written in other ways
+
+def param_count_by_parts(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    d_ff = d_ff or 4 * d_model
+    block = {
+        "ln_1.weight": d_model, "ln_1.bias": d_model,
+        "attn.c_attn.weight": d_model * 3 * d_model, "attn.c_attn.bias": 3 * d_model,
+        "attn.c_proj.weight": d_model * d_model, "attn.c_proj.bias": d_model,
+        "ln_2.weight": d_model, "ln_2.bias": d_model,
+        "mlp.c_fc.weight": d_model * d_ff, "mlp.c_fc.bias": d_ff,
+        "mlp.c_proj.weight": d_ff * d_model, "mlp.c_proj.bias": d_model,
+    }
+    total = vocab_size * d_model + n_positions * d_model
+    for _ in range(n_layers):
+        for count in block.values():
+            total += count
+    return total + 2 * d_model  # ln_f
+
+
+def param_count_closed_formula(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    L, d = n_layers, d_model
+    f = 4 * d if d_ff is None else d_ff
+    return L * (4 * d * d + 2 * d * f + 9 * d + f) + (vocab_size + n_positions + 2) * d
+
+
+def param_count_with_torch_modules(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    d_ff = d_ff if d_ff is not None else 4 * d_model
+    with torch.device("meta"):
+        block = torch.nn.ModuleList([torch.nn.LayerNorm(d_model), torch.nn.Linear(d_model, 3 * d_model),
+                                     torch.nn.Linear(d_model, d_model), torch.nn.LayerNorm(d_model),
+                                     torch.nn.Linear(d_model, d_ff), torch.nn.Linear(d_ff, d_model)])
+        rest = torch.nn.ModuleList([torch.nn.Embedding(vocab_size, d_model), torch.nn.Embedding(n_positions, d_model),
+                                    torch.nn.LayerNorm(d_model)])
+    per_block = sum(p.numel() for p in block.parameters())
+    return n_layers * per_block + sum(p.numel() for p in rest.parameters())
+
+
+def param_count_numpy_ints(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    d = np.int64(d_model)
+    f = 4 * d if d_ff is None else np.int64(d_ff)
+    return (vocab_size + n_positions) * d + n_layers * (4 * (d * d + d) + 2 * d * f + f + d + 4 * d) + 2 * d
+
+
+# ---- wrong, as learners write them
+
+def _count(n_layers, d_model, vocab_size, n_positions, d_ff=None, *, output=0, positions=True, biases=True,
+           final_ln=True, lns=2, projections=4, default_ff=4):
+    d_ff = default_ff * d_model if d_ff is None else d_ff
+    emb = vocab_size * d_model + (n_positions * d_model if positions else 0)
+    attn = projections * d_model * d_model + (projections * d_model if biases else 0)
+    ffn = 2 * d_model * d_ff + ((d_ff + d_model) if biases else 0)
+    return emb + n_layers * (attn + ffn + lns * 2 * d_model) + (2 * d_model if final_ln else 0) + output
+
+
+def param_count_untied(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    lm_head = vocab_size * d_model  # the output layer, counted separately
+    return _count(n_layers, d_model, vocab_size, n_positions, d_ff, output=lm_head)
+
+
+def param_count_no_positions(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return _count(n_layers, d_model, vocab_size, n_positions, d_ff, positions=False)
+
+
+def param_count_no_biases(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return _count(n_layers, d_model, vocab_size, n_positions, d_ff, biases=False)
+
+
+def param_count_no_final_ln(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return _count(n_layers, d_model, vocab_size, n_positions, d_ff, final_ln=False)
+
+
+def param_count_one_ln_per_block(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return _count(n_layers, d_model, vocab_size, n_positions, d_ff, lns=1)
+
+
+def param_count_ff_default_d_model(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return _count(n_layers, d_model, vocab_size, n_positions, d_ff, default_ff=1)
+
+
+def param_count_ff_default_2d(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return _count(n_layers, d_model, vocab_size, n_positions, d_ff, default_ff=2)
+
+
+def param_count_three_projections(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return _count(n_layers, d_model, vocab_size, n_positions, d_ff, projections=3)
+
+
+def param_count_ignores_d_ff(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return _count(n_layers, d_model, vocab_size, n_positions, None)
+
+
+def param_count_12ld2(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return 12 * n_layers * d_model ** 2
+
+
+def param_count_true_division(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return param_count_closed_formula(n_layers, d_model, vocab_size, n_positions, d_ff) / 1  # a float
+
+
+def param_count_untied_and_no_final_ln(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return _count(n_layers, d_model, vocab_size, n_positions, d_ff, output=vocab_size * d_model, final_ln=False)
+
+
+def param_count_d_ff_none_used(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+    return vocab_size * d_model + n_layers * (2 * d_model * d_ff)  # crashes when d_ff is None
+
+
+PARAM_COUNT_CORRECT = [param_count_by_parts, param_count_closed_formula, param_count_with_torch_modules,
+                       param_count_numpy_ints]
+
+PARAM_COUNT_MISTAKES = [
+    pytest.param(param_count_untied, "untied output layer", id="untied-output"),
+    pytest.param(param_count_no_positions, "forgot the position embeddings", id="no-position-embeddings"),
+    pytest.param(param_count_no_biases, "forgot the biases", id="no-biases"),
+    pytest.param(param_count_no_final_ln, "forgot the final LayerNorm", id="no-final-layernorm"),
+    pytest.param(param_count_one_ln_per_block, "one LayerNorm per block instead of two", id="one-layernorm"),
+    pytest.param(param_count_ff_default_d_model, "d_ff defaults to d_model", id="d_ff-default-d"),
+    pytest.param(param_count_ff_default_2d, "d_ff defaults to 2 * d_model", id="d_ff-default-2d"),
+    pytest.param(param_count_three_projections, "attention as 3 projections", id="three-projections"),
+    pytest.param(param_count_ignores_d_ff, "ignored the d_ff argument", id="ignores-d_ff"),
+    pytest.param(param_count_12ld2, "12 * n_layers * d_model**2", id="12-L-d-squared"),
+    pytest.param(param_count_true_division, "a parameter count is an int", id="float"),
+    pytest.param(param_count_d_ff_none_used, "d_ff=None means the default 4 * d_model", id="d_ff-None-crash"),
+]
+
+
+@pytest.mark.parametrize("fn", PARAM_COUNT_CORRECT, ids=lambda f: f.__name__)
+def test_param_count_accepts_other_correct_answers(fn):
+    result = check("transformer_param_count", fn)
+    assert result.passed, result.feedback
+
+
+@pytest.mark.parametrize("fn, phrase", PARAM_COUNT_MISTAKES)
+def test_param_count_names_the_mistake(fn, phrase):
+    assert_fails_naming(check("transformer_param_count", fn), phrase)
+
+
+def test_param_count_names_two_mistakes_at_once():
+    result = check("transformer_param_count", param_count_untied_and_no_final_ln)
+    assert_fails_naming(result, "two mistakes at once")
+    assert "untied output layer" in result.feedback and "final LayerNorm" in result.feedback
+
+
+def test_param_count_feedback_gives_the_difference():
+    feedback = check("transformer_param_count", param_count_untied).feedback
+    assert "expected 124,439,808" in feedback
+    assert f"{50257 * 768:,} more" in feedback
+
+
+def test_param_count_single_mistakes_are_distinct_on_gpt2_small():
+    """On GPT-2 small every named mistake gives its own number, so the diagnosis is unambiguous."""
+    case = scale.param_count_cases()[0]
+    values = [case.call(m.make) for m in scale.param_count_mistakes()
+              if "d_ff argument" not in m.description]  # ignoring d_ff changes nothing without d_ff
+    assert len(set(values)) == len(values)
+    assert scale.gpt_param_count(*case.args) not in values
+
+
+# =============================================================== training_flops
+
+# ---- correct
+
+def flops_float_of_int(n_params, n_tokens):
+    return float(6 * n_params * n_tokens)
+
+
+def flops_forward_plus_backward(n_params, n_tokens):
+    forward = 2 * n_params * n_tokens
+    backward = 2 * forward
+    return forward + backward
+
+
+def flops_math_prod(n_params, n_tokens):
+    return math.prod([6, n_params, n_tokens])
+
+
+def flops_numpy(n_params, n_tokens):
+    return np.float64(6) * n_params * n_tokens
+
+
+# ---- wrong
+
+def flops_2nd(n_params, n_tokens):
+    return 2 * n_params * n_tokens
+
+
+def flops_per_token(n_params, n_tokens):
+    return 6 * n_params
+
+
+def flops_nd(n_params, n_tokens):
+    return n_params * n_tokens
+
+
+def flops_string(n_params, n_tokens):
+    return f"{6 * n_params * n_tokens:.3e}"
+
+
+def flops_tensor(n_params, n_tokens):
+    return torch.tensor(6.0) * n_params * n_tokens
+
+
+def flops_int64_tensor(n_params, n_tokens):
+    return 6 * torch.tensor(int(n_params)) * torch.tensor(int(n_tokens))  # overflows above 9.2e18
+
+
+def flops_4nd(n_params, n_tokens):
+    return 4 * n_params * n_tokens
+
+
+def flops_petaflop_days(n_params, n_tokens):
+    return 6 * n_params * n_tokens / 1e15 / 86400
+
+
+FLOPS_CORRECT = [flops_float_of_int, flops_forward_plus_backward, flops_math_prod, flops_numpy]
+
+FLOPS_MISTAKES = [
+    pytest.param(flops_2nd, "2 N D counts the forward pass only", id="2ND"),
+    pytest.param(flops_per_token, "6 N is the cost of one token", id="6N"),
+    pytest.param(flops_nd, "N D forgets the factor 6", id="ND"),
+    pytest.param(flops_string, "not formatted text", id="string"),
+    pytest.param(flops_tensor, "return a Python float (use .item())", id="tensor"),
+    pytest.param(flops_int64_tensor, "int64 overflows", id="int64-overflow"),
+    pytest.param(flops_4nd, "4 N D counts the backward pass only", id="4ND"),
+    pytest.param(flops_petaflop_days, "petaflop/s-days", id="petaflop-days"),
+]
+
+
+@pytest.mark.parametrize("fn", FLOPS_CORRECT, ids=lambda f: f.__name__)
+def test_flops_accepts_other_correct_answers(fn):
+    result = check("training_flops", fn)
+    assert result.passed, result.feedback
+
+
+@pytest.mark.parametrize("fn, phrase", FLOPS_MISTAKES)
+def test_flops_names_the_mistake(fn, phrase):
+    assert_fails_naming(check("training_flops", fn), phrase)
+
+
+def test_flops_feedback_gives_the_ratio():
+    assert "1/3 of the expected value" in check("training_flops", flops_2nd).feedback
+
+
+# =============================================================== training_days
+
+# ---- correct
+
+def days_step_by_step(total_flops, n_devices, peak_flops_per_device, utilization):
+    sustained = peak_flops_per_device * utilization  # FLOP/s per device
+    seconds = total_flops / sustained / n_devices
+    hours = seconds / 3600
+    return hours / 24
+
+
+def days_timedelta(total_flops, n_devices, peak_flops_per_device, utilization):
+    seconds = total_flops / (n_devices * peak_flops_per_device * utilization)
+    return datetime.timedelta(seconds=seconds) / datetime.timedelta(days=1)
+
+
+def days_chained(total_flops, n_devices, peak_flops_per_device, utilization):
+    return total_flops / n_devices / peak_flops_per_device / utilization / 86400
+
+
+# ---- wrong
+
+def days_no_utilization(total_flops, n_devices, peak_flops_per_device, utilization):
+    return total_flops / (n_devices * peak_flops_per_device) / 86400
+
+
+def days_times_utilization(total_flops, n_devices, peak_flops_per_device, utilization):
+    return total_flops / (n_devices * peak_flops_per_device) * utilization / 86400
+
+
+def days_no_devices(total_flops, n_devices, peak_flops_per_device, utilization):
+    return total_flops / (peak_flops_per_device * utilization) / 86400
+
+
+def days_in_seconds(total_flops, n_devices, peak_flops_per_device, utilization):
+    return total_flops / (n_devices * peak_flops_per_device * utilization)
+
+
+def days_in_hours(total_flops, n_devices, peak_flops_per_device, utilization):
+    return total_flops / (n_devices * peak_flops_per_device * utilization) / 3600
+
+
+def days_86400_twice(total_flops, n_devices, peak_flops_per_device, utilization):
+    seconds_per_day = 24 * 3600
+    seconds = total_flops / (n_devices * peak_flops_per_device * utilization) / seconds_per_day
+    return seconds / seconds_per_day
+
+
+def days_floor_division(total_flops, n_devices, peak_flops_per_device, utilization):
+    return total_flops // (n_devices * peak_flops_per_device * utilization) // 86400
+
+
+def days_percent(total_flops, n_devices, peak_flops_per_device, utilization):
+    return total_flops / (n_devices * peak_flops_per_device * (utilization * 100)) / 86400
+
+
+DAYS_CORRECT = [days_step_by_step, days_timedelta, days_chained]
+
+DAYS_MISTAKES = [
+    pytest.param(days_no_utilization, "forgot the utilization", id="no-utilization"),
+    pytest.param(days_times_utilization, "multiplied by the utilization", id="times-utilization"),
+    pytest.param(days_no_devices, "forgot n_devices", id="no-devices"),
+    pytest.param(days_in_seconds, "returned seconds", id="seconds"),
+    pytest.param(days_in_hours, "returned hours", id="hours"),
+    pytest.param(days_86400_twice, "divided by 86,400 twice", id="86400-twice"),
+    pytest.param(days_floor_division, "floor division", id="floor-division"),
+    pytest.param(days_percent, "as a percentage", id="percent"),
+]
+
+
+@pytest.mark.parametrize("fn", DAYS_CORRECT, ids=lambda f: f.__name__)
+def test_days_accepts_other_correct_answers(fn):
+    result = check("training_days", fn)
+    assert result.passed, result.feedback
+
+
+@pytest.mark.parametrize("fn, phrase", DAYS_MISTAKES)
+def test_days_names_the_mistake(fn, phrase):
+    assert_fails_naming(check("training_days", fn), phrase)
+
+
+# =============================================================== semantic_search
+
+# ---- correct
+
+def search_cosine_argsort(query_embedding, document_embeddings, k):
+    sims = F.cosine_similarity(document_embeddings, query_embedding.unsqueeze(0), dim=-1)  # (n,)
+    return torch.argsort(sims, descending=True)[:k].tolist()
+
+
+def search_normalised_topk(query_embedding, document_embeddings, k):
+    q = query_embedding / query_embedding.norm()
+    docs = document_embeddings / document_embeddings.norm(dim=1, keepdim=True)
+    return docs.matmul(q).topk(k).indices.tolist()
+
+
+def search_numpy(query_embedding, document_embeddings, k):
+    q, docs = query_embedding.numpy(), document_embeddings.numpy()
+    sims = docs @ q / (np.linalg.norm(docs, axis=1) * np.linalg.norm(q))
+    return list(np.argsort(-sims)[:k])  # NumPy ints: plain ints once they leave the function
+
+
+def search_sorted_loop(query_embedding, document_embeddings, k):
+    def cosine(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+
+    scored = [(cosine(query_embedding, doc), i) for i, doc in enumerate(document_embeddings)]
+    return [i for _, i in sorted(scored, reverse=True)[:k]]
+
+
+# ---- wrong
+
+def search_dot_product(query_embedding, document_embeddings, k):
+    return torch.topk(document_embeddings @ query_embedding, k).indices.tolist()
+
+
+def search_euclidean(query_embedding, document_embeddings, k):
+    distances = torch.cdist(query_embedding[None], document_embeddings)[0]  # (n,)
+    return torch.topk(distances, k, largest=False).indices.tolist()
+
+
+def search_worst_first(query_embedding, document_embeddings, k):
+    sims = F.cosine_similarity(document_embeddings, query_embedding[None], dim=-1)
+    return torch.argsort(sims)[:k].tolist()
+
+
+def search_k_plus_one(query_embedding, document_embeddings, k):
+    sims = F.cosine_similarity(document_embeddings, query_embedding[None], dim=-1)
+    return torch.argsort(sims, descending=True)[:k + 1].tolist()
+
+
+def search_k_minus_one(query_embedding, document_embeddings, k):
+    sims = F.cosine_similarity(document_embeddings, query_embedding[None], dim=-1)
+    return torch.argsort(sims, descending=True)[:k - 1].tolist()
+
+
+def search_returns_tensor(query_embedding, document_embeddings, k):
+    sims = F.cosine_similarity(document_embeddings, query_embedding[None], dim=-1)
+    return torch.topk(sims, k).indices
+
+
+def search_returns_similarities(query_embedding, document_embeddings, k):
+    sims = F.cosine_similarity(document_embeddings, query_embedding[None], dim=-1)
+    return torch.topk(sims, k).values.tolist()
+
+
+def search_one_based(query_embedding, document_embeddings, k):
+    sims = F.cosine_similarity(document_embeddings, query_embedding[None], dim=-1)
+    return [i + 1 for i in torch.topk(sims, k).indices.tolist()]
+
+
+def search_list_of_tensors(query_embedding, document_embeddings, k):
+    sims = F.cosine_similarity(document_embeddings, query_embedding[None], dim=-1)
+    return list(torch.topk(sims, k).indices)
+
+
+def search_sorted_indices(query_embedding, document_embeddings, k):
+    sims = F.cosine_similarity(document_embeddings, query_embedding[None], dim=-1)
+    return sorted(torch.topk(sims, k).indices.tolist())
+
+
+def search_normalise_dim_0(query_embedding, document_embeddings, k):
+    docs = F.normalize(document_embeddings, dim=0)
+    return torch.topk(docs @ F.normalize(query_embedding, dim=0), k).indices.tolist()
+
+
+SEARCH_CORRECT = [search_cosine_argsort, search_normalised_topk, search_numpy, search_sorted_loop]
+
+SEARCH_MISTAKES = [
+    pytest.param(search_dot_product, "ranked by the dot product", id="dot-product"),
+    pytest.param(search_euclidean, "ranked by Euclidean distance", id="euclidean"),
+    pytest.param(search_worst_first, "worst matches first", id="worst-first"),
+    pytest.param(search_k_plus_one, "returned k + 1 documents", id="k-plus-1"),
+    pytest.param(search_k_minus_one, "returned k - 1 documents", id="k-minus-1"),
+    pytest.param(search_returns_tensor, "use .tolist()", id="tensor"),
+    pytest.param(search_returns_similarities, "similarity scores of the k best documents, not their indices",
+                 id="similarities"),
+    pytest.param(search_one_based, "indices start at 1", id="one-based"),
+    pytest.param(search_list_of_tensors, "a list of tensors", id="list-of-tensors"),
+    pytest.param(search_sorted_indices, "sorted the chosen indices", id="sorted-indices"),
+    pytest.param(search_normalise_dim_0, "along dim 0", id="normalised-dim-0"),
+]
+
+
+@pytest.mark.parametrize("fn", SEARCH_CORRECT, ids=lambda f: f.__name__)
+def test_search_accepts_other_correct_answers(fn):
+    result = check("semantic_search", fn)
+    assert result.passed, result.feedback
+
+
+@pytest.mark.parametrize("fn, phrase", SEARCH_MISTAKES)
+def test_search_names_the_mistake(fn, phrase):
+    assert_fails_naming(check("semantic_search", fn), phrase)
+
+
+def _search_cases_visible_and_hidden():
+    return scale.search_cases() + grader.hidden.load_hidden_cases("semantic_search", SOLUTION_DIR)
+
+
+def test_search_cases_have_no_near_ties(monkeypatch):
+    """Consecutive cosine similarities up to rank k + 1 differ by more than float32 noise."""
+    monkeypatch.setenv(grader.hidden.HIDDEN_ENV, str(SOLUTION_DIR))
+    for case in _search_cases_visible_and_hidden():
+        query, docs, k = case.args
+        ranked = torch.sort(scale.cosine_scores(query, docs), descending=True).values
+        gaps = (ranked[:-1] - ranked[1:])[:k]
+        assert gaps.numel() == 0 or gaps.min() > 1e-3, case.label
+
+
+def test_search_cases_tell_cosine_from_dot_product_and_distance():
+    """In most visible cases the dot-product and the distance rankings differ from the cosine one."""
+    dot, distance = scale.search_mistakes()[:2]
+    differs = [(case.call(dot.make) != judge, case.call(distance.make) != judge)
+               for case in scale.search_cases() for judge in [scale._best_first(scale.cosine_scores(*case.args[:2]),
+                                                                                case.args[2])]]
+    assert sum(d for d, _ in differs) >= 3 and sum(e for _, e in differs) >= 3
+
+
+# =============================================================== every failing case names the mistake
+
+LESS_OBVIOUS_MISTAKES = [
+    pytest.param("transformer_param_count", param_count_untied, id="param-count-untied"),
+    pytest.param("transformer_param_count", param_count_three_projections, id="param-count-three-projections"),
+    pytest.param("training_flops", flops_2nd, id="flops-2ND"),
+    pytest.param("training_days", days_in_hours, id="days-hours"),
+    pytest.param("training_days", days_times_utilization, id="days-times-utilization"),
+    pytest.param("semantic_search", search_worst_first, id="search-worst-first"),
+    pytest.param("semantic_search", search_one_based, id="search-one-based"),
+]
+
+
+@pytest.mark.parametrize("name, fn", LESS_OBVIOUS_MISTAKES)
+def test_every_failing_case_names_a_likely_mistake(name, fn):
+    result = check(name, fn)
+    assert not result.passed
+    unnamed = [c.label for c in result.cases if not c.passed and "Likely mistake" not in c.problem]
+    assert not unnamed, f"no likely mistake named for {unnamed}:\n{result.feedback}"
+
+
+# =============================================================== the API around a check
+
+@pytest.mark.parametrize("name, right, wrong", [
+    ("transformer_param_count", param_count_closed_formula, param_count_untied),
+    ("training_flops", flops_float_of_int, flops_2nd),
+    ("training_days", days_chained, days_in_hours),
+    ("semantic_search", search_normalised_topk, search_dot_product),
+])
+def test_points_are_all_or_nothing(name, right, wrong):
+    possible = grader.get_exercise(name).points
+    assert check(name, right).points == (possible, possible)
+    assert check(name, wrong).points == (0, possible)
+
+
+def _loops_forever(*args, **kwargs):
+    while True:
+        pass
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_endless_loop_times_out(monkeypatch, name):
+    monkeypatch.setattr(grader.core.get_exercise(name), "timeout_s", 1.0)  # restored after the test
+    result = check(name, _loops_forever)
+    assert not result.passed
+    assert "timed out" in result.feedback
+
+
+GARBAGE = [
+    pytest.param(lambda *a, **k: "hello", "hello", id="a-string"),
+    pytest.param(lambda *a, **k: None, "None", id="None"),
+    pytest.param(lambda *a, **k: np.zeros(3), "NumPy array", id="a-numpy-array"),
+    pytest.param(lambda *a, **k: object(), "object", id="an-object"),
+    pytest.param(lambda *a, **k: [1.5, "x"], "list", id="a-mixed-list"),
+]
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+@pytest.mark.parametrize("fn, what", GARBAGE)
+def test_garbage_output_fails_with_a_clear_message(name, fn, what):
+    result = check(name, fn)
+    assert not result.passed
+    assert result.status == "failed"
+    assert what in result.feedback, result.feedback
+    assert "could not be checked" not in result.feedback, result.feedback
+    assert "Traceback" not in result.feedback
+
+
+def test_search_accepts_a_tuple_of_ints():
+    result = check("semantic_search", lambda q, d, k: tuple(search_cosine_argsort(q, d, k)))
+    assert result.passed, result.feedback
+
+
+# =============================================================== hidden checks
+
+def _fitted(name, reference):
+    """An answer fitted to the visible cases: it looks up their results and returns 0 otherwise."""
+    fn = reference_fn(reference, name)
+
+    def key(args):
+        return repr([(tuple(a.shape), round(float(a.sum()), 3)) if isinstance(a, torch.Tensor) else a for a in args])
+
+    table = {key(case.args + tuple(case.kwargs.values())): case.call(fn)
+             for case in grader.get_exercise(name).make_cases()}
+
+    def fitted(*args, **kwargs):
+        return table.get(key(args + tuple(kwargs.values())), [0] * args[-1] if name == "semantic_search" else 0)
+
+    return fitted
+
+
+@pytest.fixture
+def hidden_dir(monkeypatch):
+    monkeypatch.setenv(grader.hidden.HIDDEN_ENV, str(SOLUTION_DIR))
+    return SOLUTION_DIR
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_fitted_answer_passes_the_visible_check(reference, name):
+    assert check(name, _fitted(name, reference)).passed
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_hidden_checks_pass_the_reference(hidden_dir, reference, name, capsys):
+    grader.hidden.run_hidden(name, reference_fn(reference, name))
+    assert "hidden tests passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_hidden_checks_pass_other_correct_answers(hidden_dir, name, capsys):
+    right = {"transformer_param_count": param_count_by_parts, "training_flops": flops_forward_plus_backward,
+             "training_days": days_timedelta, "semantic_search": search_sorted_loop}[name]
+    grader.hidden.run_hidden(name, right)
+    assert "hidden tests passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_hidden_checks_fail_a_fitted_answer_without_showing_the_cases(hidden_dir, reference, name):
+    with pytest.raises(AssertionError) as info:
+        grader.hidden.run_hidden(name, _fitted(name, reference))
+    message = str(info.value)
+    assert name in message
+    assert "hidden test cases" in message
+    labels = [case.label for case in grader.hidden.load_hidden_cases(name)]
+    assert labels
+    for label in labels:
+        assert label not in message, f"the hidden case {label!r} is shown: {message}"
+
+
+def test_hidden_failure_names_the_mistake(hidden_dir):
+    with pytest.raises(AssertionError) as info:
+        grader.hidden.run_hidden("training_flops", flops_2nd)
+    assert "2 N D counts the forward pass only" in str(info.value)
+
+
+def test_hidden_checks_on_a_stub_say_not_implemented(hidden_dir):
+    with pytest.raises(AssertionError, match="not implemented yet"):
+        grader.hidden.run_hidden("semantic_search", _stub)
