@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path

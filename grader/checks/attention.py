@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from grader.compare import Mistake, close, name_mistake, tensor_problem
 from grader.core import Case, Exercise, register
-from grader.values import TensorData, describe, to_plain
+from grader.values import TensorData, describe
 
 NEG_INF = float("-inf")
 

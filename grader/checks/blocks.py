@@ -128,7 +128,7 @@ def explain_split_heads_error(case: Case, outcome) -> str | None:
     D = x.shape[-1]
     if isinstance(case, RaisesCase):
         if outcome.error_type == "AssertionError":
-            return f"use `raise ValueError(...)` when D % n_heads != 0, not assert (assertions can be switched off)"
+            return "use `raise ValueError(...)` when D % n_heads != 0, not assert (assertions can be switched off)"
         return (f"D = {D} is not divisible by n_heads = {n_heads}: check `D % n_heads` first and raise ValueError "
                 f"yourself, instead of letting the reshape fail with {outcome.error_type}")
     if "view size is not compatible" in outcome.message:
