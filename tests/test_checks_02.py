@@ -21,78 +21,29 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from chapter_contract import ChapterContract, assert_fails_naming, load_reference, reference_fn
+from chapter_contract import stub as _stub
 
 import grader
 import grader.core
 import grader.hidden
 from grader import check
-from grader.notebook import load_definitions
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTION_DIR = ROOT / "solutions" / "02-self-attention"
-SOLUTION = SOLUTION_DIR / "02-self-attention.ipynb"
-RELEASED = ROOT / "exercises" / "02-self-attention" / "02-self-attention.ipynb"
+ASSIGNMENT = "02-self-attention"
+SOLUTION_DIR = ROOT / "solutions" / ASSIGNMENT
 
 EXERCISES = ["softmax", "causal_mask", "scaled_dot_product_attention", "self_attention"]
 
 
 @pytest.fixture(scope="module")
 def reference():
-    """The reference solution notebook, loaded in-process (it is trusted)."""
-    loaded = load_definitions(SOLUTION)
-    assert not loaded.problems, loaded.problems
-    return loaded
+    return load_reference(ASSIGNMENT)
 
 
-def reference_fn(reference, name):
-    fn = reference.function(name)
-    assert fn is not None, reference.missing_message(name)
-    return fn
-
-
-def assert_fails_naming(result, phrase):
-    """The check failed, and its feedback contains the diagnosis ``phrase``."""
-    assert not result.passed, f"a wrong answer passed:\n{result.feedback}"
-    assert result.status == "failed"
-    assert phrase in result.feedback, f"expected the diagnosis {phrase!r} in the feedback:\n{result.feedback}"
-
-
-# =============================================================== the reference and the stubs
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_reference_solution_passes(reference, name):
-    result = check(name, reference_fn(reference, name))
-    assert result.passed, result.feedback
-    assert result.status == "passed"
-
-
-def _stub(*args, **kwargs):
-    # YOUR CODE HERE
-    raise NotImplementedError()
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_stub_is_not_implemented_yet(name):
-    result = check(name, _stub)
-    assert not result.passed
-    assert result.status == "not implemented"
-    assert "not implemented yet" in result.feedback
-    assert "Traceback" not in result.feedback
-    assert result.points == (0, grader.get_exercise(name).points)
-
-
-@pytest.mark.skipif(not RELEASED.is_file(), reason="the released exercise notebook is not generated")
-@pytest.mark.parametrize("name", EXERCISES)
-def test_released_stub_is_not_implemented_yet(name):
-    stub = load_definitions(RELEASED).function(name)
-    assert stub is not None, f"{RELEASED} does not define {name}"
-    result = check(name, stub)
-    assert result.status == "not implemented", result.feedback
-    assert "not implemented yet" in result.feedback
-
-
-def test_chapter_02_has_exactly_these_exercises():
-    assert [ex.name for ex in grader.exercises_of("02")] == EXERCISES
+class TestChapterContract(ChapterContract):
+    ASSIGNMENT = ASSIGNMENT
+    EXERCISES = EXERCISES
 
 
 # =============================================================== softmax

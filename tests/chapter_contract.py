@@ -1,0 +1,73 @@
+"""What every chapter's checks must do (COURSE.md, "One set of checks, three consumers"), shared by
+the tests/test_checks_NN.py files: helpers, and ``ChapterContract``, the tests each chapter inherits.
+"""
+
+from pathlib import Path
+
+import pytest
+
+import grader
+from grader import check
+from grader.notebook import load_definitions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_reference(assignment: str):
+    """The reference solution notebook of ``assignment``, loaded in-process (it is trusted)."""
+    loaded = load_definitions(ROOT / "solutions" / assignment / f"{assignment}.ipynb")
+    assert not loaded.problems, loaded.problems
+    return loaded
+
+
+def reference_fn(reference, name):
+    fn = reference.function(name)
+    assert fn is not None, reference.missing_message(name)
+    return fn
+
+
+def assert_fails_naming(result, phrase):
+    """The check failed, and its feedback contains the diagnosis ``phrase``."""
+    assert not result.passed, f"a wrong answer passed:\n{result.feedback}"
+    assert result.status == "failed"
+    assert phrase in result.feedback, f"expected the diagnosis {phrase!r} in the feedback:\n{result.feedback}"
+
+
+def stub(*args, **kwargs):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+class ChapterContract:
+    """Subclass with ASSIGNMENT and EXERCISES; tests/conftest.py parametrizes ``exercise`` over EXERCISES.
+
+    The module defining the subclass provides a ``reference`` fixture (``load_reference``)."""
+
+    ASSIGNMENT: str
+    EXERCISES: list[str]
+
+    def test_reference_solution_passes(self, reference, exercise):
+        result = check(exercise, reference_fn(reference, exercise))
+        assert result.passed, result.feedback
+        assert result.status == "passed"
+
+    def test_stub_is_not_implemented_yet(self, exercise):
+        result = check(exercise, stub)
+        assert not result.passed
+        assert result.status == "not implemented"
+        assert "not implemented yet" in result.feedback
+        assert "Traceback" not in result.feedback
+        assert result.points == (0, grader.get_exercise(exercise).points)
+
+    def test_released_stub_is_not_implemented_yet(self, exercise):
+        released = ROOT / "exercises" / self.ASSIGNMENT / f"{self.ASSIGNMENT}.ipynb"
+        if not released.is_file():
+            pytest.skip("the released exercise notebook is not generated")
+        released_stub = load_definitions(released).function(exercise)
+        assert released_stub is not None, f"{released} does not define {exercise}"
+        result = check(exercise, released_stub)
+        assert result.status == "not implemented", result.feedback
+        assert "not implemented yet" in result.feedback
+
+    def test_chapter_has_exactly_these_exercises(self):
+        assert [ex.name for ex in grader.exercises_of(self.ASSIGNMENT[:2])] == self.EXERCISES
