@@ -8,6 +8,19 @@ import numpy as np
 from grader.values import TensorData, describe, to_plain
 
 
+class Problem(str):
+    """What is wrong with one case (the text a learner reads) and, as data, the named mistake it matches.
+
+    A judge returns None when the output is right, else a ``str`` or a ``Problem``.
+    """
+
+    mistake: str | None
+
+    def __new__(cls, text: str, mistake: str | None = None):
+        problem = super().__new__(cls, text)
+        problem.mistake = mistake
+        return problem
+
 
 @dataclass
 class Mistake:
@@ -49,6 +62,11 @@ def name_mistake(out, case, mistakes: list) -> str | None:
         if close(out, candidate, case.atol, case.rtol):
             return mistake.description
     return None
+
+
+def with_mistake(problem: str, out, case, mistakes: list) -> Problem:
+    """``problem``, carrying the name of the known mistake that ``out`` matches (if any)."""
+    return Problem(problem, name_mistake(out, case, mistakes))
 
 
 def tensor_problem(out, expected: np.ndarray, case, what: str = "the output",

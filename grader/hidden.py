@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from grader.core import get_exercise, run_cases, verdict
-from grader.result import CheckFailed
+from grader.result import CheckFailed, mistake_lines
 
 HIDDEN_FILE = "hidden_checks.py"
 HIDDEN_ENV = "LLMCOURSE_HIDDEN_DIR"
@@ -56,14 +56,17 @@ def run_hidden(name: str, fn) -> None:
     """Run the hidden cases of exercise ``name``; raise AssertionError (inputs not shown) on failure."""
     exercise = get_exercise(name)
     cases = load_hidden_cases(name)
-    result = verdict(exercise, cases, run_cases(fn, cases, exercise.timeout_s))
+    result = verdict(exercise, cases, run_cases(fn, cases, exercise))
     if result.passed:
         print(f"{name}: hidden tests passed")
         return
+    raise CheckFailed(hidden_summary(result))
+
+
+def hidden_summary(result) -> str:
+    """What a learner may see of failed hidden cases: counts and named mistakes, never the inputs."""
     if result.status == "not implemented":
-        raise CheckFailed(f"{name}: hidden tests not run: not implemented yet")
-    mistakes = {line.split("Likely mistake:", 1)[1].strip()
-                for c in result.cases for line in c.problem.splitlines() if "Likely mistake:" in line}
-    hint = "".join(f"\nLikely mistake: {m}" for m in sorted(mistakes))
-    raise CheckFailed(f"{name}: failed {len(result.cases) - result.n_passed} of {len(result.cases)} hidden "
-                      f"test cases (cases the visible check does not cover).{hint}")
+        return f"{result.name}: hidden tests not run: not implemented yet"
+    lines = [f"{result.name}: failed {len(result.failures)} of {len(result.cases)} hidden test cases "
+             f"(cases the visible check does not cover)."]
+    return "\n".join(lines + mistake_lines(result.mistakes, len(result.cases)))

@@ -37,10 +37,11 @@ def _child(notebook: str, out_path: str, names: list[str]) -> None:
                 emit(event="missing", name=name, message=loaded.missing_message(name))
                 continue
             exercise = get_exercise(name)
-            outcomes = run_cases(fn, exercise.make_cases(), exercise.timeout_s)
+            outcomes = run_cases(fn, exercise.make_cases(), exercise)
             emit(event="result", name=name, outcomes=[
                 {"status": o.status, "value": values.dumps(o.value), "error_type": o.error_type,
-                 "message": o.message, "where": o.where} for o in outcomes])
+                 "message": o.message, "where": o.where, "observations": values.dumps(o.observations)}
+                for o in outcomes])
 
 
 def _read_events(path: Path) -> list[dict]:
@@ -87,8 +88,8 @@ def check_notebook(notebook, names: list[str]) -> list[CheckResult]:
             elif event["event"] == "missing":
                 results[name] = CheckResult.error(exercise, event["message"], str(notebook))
             elif event["event"] == "result":
-                outcomes = [Outcome(o["status"], values.loads(o["value"]), o["error_type"], o["message"], o["where"])
-                            for o in event["outcomes"]]
+                outcomes = [Outcome(o["status"], values.loads(o["value"]), o["error_type"], o["message"], o["where"],
+                                    values.loads(o["observations"])) for o in event["outcomes"]]
                 results[name] = verdict(exercise, exercise.make_cases(), outcomes, str(notebook))
         if started is None:  # the child died before reaching any exercise
             why = "did not finish loading" if code is None else f"failed while loading (exit code {code})"

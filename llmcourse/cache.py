@@ -98,3 +98,38 @@ def ensured_folder(final: Path, build: Callable[[Path], object], what: str) -> P
         raise CacheError(f"{what}: rebuilt {final} but it is still broken: {problem}. "
                          f"Delete {final} and try again; if it persists, check free disk space.")
     return final
+
+
+RETRAIN_ENV = "LLMCOURSE_RETRAIN"
+
+
+def retrain_requested() -> bool:
+    """True when ``LLMCOURSE_RETRAIN`` is set to a true value (``make course`` and the benchmarks set it)."""
+    return os.environ.get(RETRAIN_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def cached_run(name: str, config: dict, compute: Callable[[], dict], retrain: bool | None = None) -> dict:
+    """The result of ``compute()`` (a dict of tensors, numbers, strings and lists), cached in the user cache
+    under ``name`` and the hash of ``config``, so re-running a lesson does not retrain.
+
+    ``retrain=True`` (or ``LLMCOURSE_RETRAIN=1`` when ``retrain`` is None) computes again and replaces the
+    cached copy. A cached file that cannot be read is recomputed, with a note. Writes are atomic.
+    """
+    import torch
+
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = cache_dir("runs") / f"{name}-{key}.pt"
+    retrain = retrain_requested() if retrain is None else retrain
+    if path.is_file() and not retrain:
+        try:
+            result = torch.load(path, weights_only=True)
+            print(f"{name}: loaded the cached run ({path}); set {RETRAIN_ENV}=1 or retrain=True to train again.")
+            return result
+        except Exception as err:  # a truncated or foreign file: compute it again
+            print(f"{name}: the cached run {path} is unreadable ({type(err).__name__}); computing it again.",
+                  file=sys.stderr)
+    result = compute()
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(result, tmp)
+    os.replace(tmp, path)
+    return result

@@ -79,7 +79,7 @@ def cmd_check(args) -> int:
     width = max(len(n) for n in names)
     print(f"\n{'exercise':<{width}}  {'result':<22} points  first problem")
     for r in results:
-        problem = r.first_problem() if r.status == "failed" else ""
+        problem = r.headline() if r.status == "failed" else ""
         print(f"{r.name:<{width}}  {r.summary[:22]:<22} {r.points[0]:>2}/{r.points[1]:<3}  {problem[:70]}")
     earned = sum(r.points[0] for r in results)
     possible = sum(r.points[1] for r in results)

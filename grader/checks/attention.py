@@ -12,17 +12,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grader.compare import Mistake, close, name_mistake, tensor_problem
+from grader.compare import Mistake, Problem, close, name_mistake, tensor_problem, with_mistake
 from grader.core import Case, Exercise, register
+from grader.forbidden import SDPA, SOFTMAX
 from grader.values import TensorData, describe
 
 NEG_INF = float("-inf")
-
-
-def _with_mistake(problem: str, out, case, mistakes) -> str:
-    """Append the name of the known mistake that ``out`` matches, if any."""
-    mistake = name_mistake(out, case, mistakes)
-    return problem + (f"\nLikely mistake: {mistake}" if mistake else "")
 
 
 # ---------------------------------------------------------------- softmax
@@ -87,7 +82,7 @@ def judge_softmax(case: Case, out) -> str | None:
     problem = tensor_problem(out, torch.softmax(x, dim=dim).numpy(), case)
     if problem is None:
         return None
-    return _with_mistake(problem, out, case, _softmax_mistakes(x, dim))
+    return with_mistake(problem, out, case, _softmax_mistakes(x, dim))
 
 
 def explain_softmax_error(case: Case, outcome) -> str | None:
@@ -100,7 +95,7 @@ def explain_softmax_error(case: Case, outcome) -> str | None:
 
 register(Exercise(
     name="softmax", chapter="02", signature="(x, dim=-1)", points=2,
-    make_cases=softmax_cases, judge=judge_softmax, explain_error=explain_softmax_error,
+    make_cases=softmax_cases, judge=judge_softmax, explain_error=explain_softmax_error, forbidden=(SOFTMAX,),
 ))
 
 
@@ -140,7 +135,7 @@ def judge_causal_mask(case: Case, out) -> str | None:
     }
     for description, pattern in named.items():
         if np.array_equal(got, pattern):
-            return f"wrong pattern.\nLikely mistake: {description}"
+            return Problem("wrong pattern.", description)
     return f"wrong pattern: {int((got != expected).sum())} of {n * n} entries differ from j <= i"
 
 
@@ -250,7 +245,7 @@ def judge_attention_pair(case: Case, out, expected: tuple, mistakes: list) -> st
     problem = tensor_problem(out[0], exp_out, case, "the output") or tensor_problem(out[1], exp_w, case, "the weights")
     if problem is None:
         return None
-    return _with_mistake(problem, tuple(out), case, mistakes)
+    return with_mistake(problem, tuple(out), case, mistakes)
 
 
 def judge_sdpa(case: Case, out) -> str | None:
@@ -276,7 +271,7 @@ def explain_attention_error(case: Case, outcome) -> str | None:
 
 register(Exercise(
     name="scaled_dot_product_attention", chapter="02", signature="(q, k, v, mask=None)", points=3,
-    make_cases=sdpa_cases, judge=judge_sdpa, explain_error=explain_attention_error,
+    make_cases=sdpa_cases, judge=judge_sdpa, explain_error=explain_attention_error, forbidden=(SOFTMAX, SDPA),
 ))
 
 
@@ -337,4 +332,5 @@ def judge_self_attention(case: Case, out) -> str | None:
 register(Exercise(
     name="self_attention", chapter="02", signature="(x, w_q, w_k, w_v, mask=None)", points=2,
     make_cases=self_attention_cases, judge=judge_self_attention, explain_error=explain_attention_error,
+    forbidden=(SOFTMAX, SDPA),
 ))

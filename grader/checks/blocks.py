@@ -19,18 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.compare import Mistake, close, name_mistake, tensor_problem
+from grader.compare import Mistake, Problem, close, name_mistake, tensor_problem, with_mistake
 from grader.core import Case, Exercise, register
+from grader.forbidden import HF_BERT_LAYER, LAYER_NORM, MULTIHEAD
 from grader.values import TensorData, describe
 
 BERT_EPS = 1e-12  # BERT's LayerNorm eps (torch's default is 1e-5)
 RAISED = "raised ValueError"
-
-
-def _with_mistake(problem: str, out, case, mistakes) -> str:
-    """Append the name of the known mistake that ``out`` matches, if any."""
-    mistake = name_mistake(out, case, mistakes)
-    return problem + (f"\nLikely mistake: {mistake}" if mistake else "")
 
 
 def _randn(g, *shape, scale=1.0):
@@ -53,9 +48,9 @@ LINEAR_LAYOUT_HINT = ("the weights are in nn.Linear layout, (out_features, in_fe
 class RaisesCase(Case):
     """A case whose right answer is raising ValueError; the error comes back as a plain value."""
 
-    def call(self, fn):
+    def invoke(self, fn, args, kwargs):
         try:
-            return super().call(fn)
+            return super().invoke(fn, args, kwargs)
         except ValueError as err:
             return (RAISED, str(err)[:200])
 
@@ -116,11 +111,11 @@ def judge_split_heads(case: Case, out) -> str | None:
     if isinstance(case, RaisesCase):
         if isinstance(out, tuple) and out and out[0] == RAISED:
             return None
-        return (f"D = {D} is not divisible by n_heads = {n_heads}, so split_heads must raise ValueError; "
-                f"it returned {describe(out)}.\nLikely mistake: no check that D % n_heads == 0: "
-                f"raise ValueError before splitting")
+        return Problem(f"D = {D} is not divisible by n_heads = {n_heads}, so split_heads must raise ValueError; "
+                       f"it returned {describe(out)}.",
+                       "no check that D % n_heads == 0: raise ValueError before splitting")
     problem = tensor_problem(out, _split(x, n_heads).numpy(), case)
-    return None if problem is None else _with_mistake(problem, out, case, split_heads_mistakes())
+    return None if problem is None else with_mistake(problem, out, case, split_heads_mistakes())
 
 
 def explain_split_heads_error(case: Case, outcome) -> str | None:
@@ -176,7 +171,7 @@ def merge_heads_mistakes() -> list:
 
 def judge_merge_heads(case: Case, out) -> str | None:
     problem = tensor_problem(out, _merge(case.args[0]).numpy(), case)
-    return None if problem is None else _with_mistake(problem, out, case, merge_heads_mistakes())
+    return None if problem is None else with_mistake(problem, out, case, merge_heads_mistakes())
 
 
 def explain_merge_heads_error(case: Case, outcome) -> str | None:
@@ -329,7 +324,7 @@ def multi_head_attention_cases() -> list:
 
 def judge_multi_head_attention(case: Case, out) -> str | None:
     problem = tensor_problem(out, torch_mha(*case.args, **case.kwargs).numpy(), case)
-    return None if problem is None else _with_mistake(problem, out, case, mha_mistakes(*case.args, **case.kwargs))
+    return None if problem is None else with_mistake(problem, out, case, mha_mistakes(*case.args, **case.kwargs))
 
 
 def explain_mha_error(case: Case, outcome) -> str | None:
@@ -352,6 +347,7 @@ def explain_mha_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="multi_head_attention", chapter="03", signature="(query, key, value, params, n_heads, mask=None)", points=3,
     make_cases=multi_head_attention_cases, judge=judge_multi_head_attention, explain_error=explain_mha_error,
+    forbidden=(MULTIHEAD,),
 ))
 
 
@@ -432,7 +428,7 @@ def judge_layer_norm(case: Case, out) -> str | None:
     problem = tensor_problem(out, expected.numpy(), case)
     if problem is None:
         return None
-    return _with_mistake(problem, out, case, layer_norm_mistakes(*case.args, **case.kwargs))
+    return with_mistake(problem, out, case, layer_norm_mistakes(*case.args, **case.kwargs))
 
 
 def explain_layer_norm_error(case: Case, outcome) -> str | None:
@@ -446,6 +442,7 @@ def explain_layer_norm_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="layer_norm", chapter="03", signature="(x, weight, bias, eps=1e-5)", points=2,
     make_cases=layer_norm_cases, judge=judge_layer_norm, explain_error=explain_layer_norm_error,
+    forbidden=(LAYER_NORM,),
 ))
 
 
@@ -528,7 +525,7 @@ def judge_feed_forward(case: Case, out) -> str | None:
     activation = case.kwargs.get("activation", "gelu")
     expected = F.linear(ACTIVATIONS[activation](F.linear(x, w1, b1)), w2, b2)
     problem = tensor_problem(out, expected.numpy(), case)
-    return None if problem is None else _with_mistake(problem, out, case,
+    return None if problem is None else with_mistake(problem, out, case,
                                                       feed_forward_mistakes(*case.args, **case.kwargs))
 
 
@@ -701,7 +698,7 @@ def judge_bert_layer(case: Case, out) -> str | None:
         return None
     mistake = name_mistake(out, case, bert_layer_mistakes(*case.args, **case.kwargs))
     if mistake:
-        return f"{problem}\nLikely mistake: {mistake}"
+        return Problem(problem, mistake)
     real = case.args[1].bool().numpy()  # (B, T)
     if (isinstance(out, TensorData) and out.shape == expected.shape and not real.all()
             and close(TensorData(out.array[real], out.dtype), TensorData(expected[real], ""), case.atol, case.rtol)):
@@ -728,4 +725,5 @@ def explain_bert_layer_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="bert_layer", chapter="03", signature="(hidden_states, attention_mask, params, n_heads, eps=1e-12)",
     points=3, make_cases=bert_layer_cases, judge=judge_bert_layer, explain_error=explain_bert_layer_error,
+    forbidden=(MULTIHEAD, LAYER_NORM, HF_BERT_LAYER),
 ))

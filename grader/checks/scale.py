@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from grader.compare import Mistake, name_mistake
+from grader.compare import Mistake, Problem, name_mistake, with_mistake
 from grader.core import Case, Exercise, register
 from grader.values import Opaque, TensorData, describe
 
@@ -26,12 +26,6 @@ GPT3_PARAMS_EXACT = 174_604_259_328  # transformer_param_count(96, 12288, 50257,
 GPT3_FLOPS_PAPER = 3.14e23  # Brown et al. 2020, Table D.1
 A100_PEAK = 312e12  # FLOP/s, fp16/bf16 tensor cores, dense
 V100_PEAK = 125e12
-
-
-def _with_mistake(problem: str, out, case, mistakes) -> str:
-    """Append the name of the known mistake that ``out`` matches, if any."""
-    mistake = name_mistake(out, case, mistakes)
-    return problem + (f"\nLikely mistake: {mistake}" if mistake else "")
 
 
 def _is_number(value) -> bool:
@@ -182,7 +176,7 @@ def judge_param_count(case: Case, out) -> str | None:
     problem = (f"returned {out:,}; expected {expected:,} (yours is {abs(diff):,} "
                f"{'more' if diff > 0 else 'fewer'})")
     mistake = name_mistake(out, case, param_count_mistakes()) or _two_mistakes(out, case)
-    return problem + (f"\nLikely mistake: {mistake}" if mistake else "")
+    return Problem(problem, mistake)
 
 
 def explain_param_count_error(case: Case, outcome) -> str | None:
@@ -239,7 +233,7 @@ def _number_problem(case: Case, out, expected: float, what: str, unit: str, mist
     problem = f"returned {out:.6g}; expected {expected:.6g} {unit}{_ratio(out, expected)}"
     for mistake in mistakes:
         if math.isclose(out, case.call(mistake.make), rel_tol=1e-6):
-            return f"{problem}\nLikely mistake: {mistake.description}"
+            return Problem(problem, mistake.description)
     return problem
 
 
@@ -421,7 +415,7 @@ def judge_search(case: Case, out) -> str | None:
         problem = f"returned {indices}: indices must be between 0 and {len(docs) - 1}"
     else:
         problem = f"returned {indices}; expected {expected} (the {k} highest cosine similarities, best first)"
-    return _with_mistake(problem, indices, case, search_mistakes())
+    return with_mistake(problem, indices, case, search_mistakes())
 
 
 def explain_search_error(case: Case, outcome) -> str | None:

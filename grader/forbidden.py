@@ -1,0 +1,203 @@
+"""What an exercise forbids: the library function that it asks the learner to build.
+
+While a check runs the learner's function (``enforced``), every alias of each forbidden function is
+replaced by a guard. The guard looks at who called it, skipping the frames of torch and of the
+standard library (so ``nn.LayerNorm(...)(x)`` counts as a call of ``F.layer_norm`` from the learner's
+code). When that caller is the learner's code, the guard raises ``ForbiddenCall`` saying what to use
+instead; when it is a library (a Hugging Face model, the grader, ``llmcourse``), it calls the
+original, so models keep working inside a check. A forbidden call that the learner's code catches
+and hides is still recorded, and fails the case.
+"""
+
+import importlib
+import importlib.util
+import os
+import sys
+import sysconfig
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Forbidden:
+    """A library function an exercise rebuilds: its name in the exercise text, its aliases, the way instead."""
+
+    name: str  # as the exercise's text names it: "torch.softmax"
+    targets: tuple  # every alias as (module, attribute path): ("torch", "Tensor.softmax")
+    instead: str  # what to use: "use `exp`, `max` and `sum`"
+
+    def message(self, alias: str, via: str | None = None) -> str:
+        called = f"`{via}` (it calls `{alias}`)" if via else f"`{alias}`"
+        return f"{called} is what this exercise builds: {self.instead}"
+
+    @property
+    def mistake(self) -> str:
+        return f"calls `{self.name}`, which this exercise asks you to build yourself"
+
+
+class ForbiddenCall(RuntimeError):
+    """The learner's code called a function that the exercise forbids."""
+
+    def __init__(self, forbidden: Forbidden, message: str):
+        super().__init__(message)
+        self.forbidden = forbidden
+
+
+def _alias(module: str, path: str) -> str:
+    short = {"torch.nn.functional": "F", "torch.nn": "nn", "transformers.models.bert.modeling_bert": ""}
+    prefix = short.get(module, module)
+    return f"{prefix}.{path}" if prefix else path
+
+
+# ---------------------------------------------------------------- the course's forbidden functions
+
+SOFTMAX = Forbidden(
+    "torch.softmax",
+    (("torch", "softmax"), ("torch", "Tensor.softmax"), ("torch.nn.functional", "softmax"),
+     ("torch.special", "softmax"), ("torch", "log_softmax"), ("torch", "Tensor.log_softmax"),
+     ("torch.nn.functional", "log_softmax"), ("torch.special", "log_softmax")),
+    "use `exp`, `max` and `sum` (subtract the maximum along `dim`, exponentiate, divide by the sum)")
+SDPA = Forbidden(
+    "F.scaled_dot_product_attention",
+    (("torch.nn.functional", "scaled_dot_product_attention"),),
+    "compute the scores `q @ k.transpose(-2, -1) / sqrt(d_k)`, mask them, and apply your own softmax")
+MULTIHEAD = Forbidden(
+    "nn.MultiheadAttention",
+    (("torch.nn.functional", "multi_head_attention_forward"), ("torch", "_native_multi_head_attention")),
+    "project with `x @ w.T + b`, split into heads, attend, merge, and project out, with your own functions")
+LAYER_NORM = Forbidden(
+    "F.layer_norm",
+    (("torch.nn.functional", "layer_norm"), ("torch", "layer_norm"), ("torch", "native_layer_norm")),
+    "use `mean`, `var(unbiased=False)` and `sqrt` over the last dimension")
+HF_BERT_LAYER = Forbidden(
+    "BertLayer",
+    tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")
+          for cls in ("BertLayer", "BertAttention", "BertSelfAttention", "BertSelfOutput", "BertIntermediate",
+                      "BertOutput", "BertEncoder")),
+    "build the layer from your own `multi_head_attention`, `layer_norm` and `feed_forward`")
+
+
+# ---------------------------------------------------------------- who called
+
+def _package_dir(module: str) -> str:
+    return str(Path(importlib.util.find_spec(module).origin).resolve().parent) + os.sep
+
+
+_TORCH = _package_dir("torch")
+_STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve()) + os.sep
+_OURS = (_package_dir("grader"), _package_dir("llmcourse"))
+_SELF = os.path.realpath(__file__)
+_kind_of_file: dict[str, str] = {}
+
+
+def _kind(filename: str) -> str:
+    """"transparent" (torch, the standard library, this module), "library" (other packages, the grader,
+    llmcourse) or "learner" (a notebook cell, a learner's file, a test file)."""
+    kind = _kind_of_file.get(filename)
+    if kind is None:
+        path = filename if filename.startswith("<") else os.path.realpath(filename)
+        if path.startswith(_TORCH) or path == _SELF or filename.startswith("<frozen"):
+            kind = "transparent"
+        elif f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path:
+            kind = "library"
+        elif path.startswith(_STDLIB):
+            kind = "transparent"
+        elif path.startswith(_OURS):
+            kind = "library"
+        else:
+            kind = "learner"
+        _kind_of_file[filename] = kind
+    return kind
+
+
+def _learner_entry(frame):
+    """(called by the learner's code?, the torch module the learner called, if the call went through one)."""
+    module = None
+    while frame is not None and _kind(frame.f_code.co_filename) == "transparent":
+        owner = frame.f_locals.get("self")
+        if owner is not None and type(owner).__module__.startswith("torch.nn"):
+            module = f"nn.{type(owner).__name__}"  # the outermost module, e.g. nn.LayerNorm
+        frame = frame.f_back
+    return frame is not None and _kind(frame.f_code.co_filename) == "learner", module
+
+
+# ---------------------------------------------------------------- enforcement
+
+_enabled = True
+
+
+@contextmanager
+def not_enforced():
+    """Run checks without enforcing what exercises forbid (the give-away test of the lessons uses it)."""
+    global _enabled
+    previous, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def _resolve(module: str, path: str):
+    """(owner, attribute name, original) for an alias such as ("torch", "Tensor.softmax")."""
+    owner = importlib.import_module(module)
+    *parents, attribute = path.split(".")
+    for part in parents:
+        owner = getattr(owner, part)
+    return owner, attribute, getattr(owner, attribute)
+
+
+def _guard(original, forbidden: Forbidden, alias: str, hits: list):
+    def guard(*args, **kwargs):
+        by_learner, module = _learner_entry(sys._getframe(1))
+        if by_learner:
+            message = forbidden.message(alias, module)
+            hits.append((forbidden, message))
+            raise ForbiddenCall(forbidden, message)
+        return original(*args, **kwargs)
+
+    guard.__wrapped__ = original
+    guard.__name__ = getattr(original, "__name__", alias)
+    guard.__doc__ = getattr(original, "__doc__", None)
+    return guard
+
+
+@contextmanager
+def enforced(forbidden: tuple, fn=None):
+    """Guard every alias of ``forbidden`` while the block runs; yields the list of (Forbidden, message)
+    hits. ``fn``'s module namespace is guarded too, for names bound before the guards went up
+    (``from torch.nn.functional import softmax``)."""
+    hits: list = []
+    if not forbidden or not _enabled:
+        yield hits
+        return
+    patched, guards = [], {}
+    try:
+        for item in forbidden:
+            for module, path in item.targets:
+                try:
+                    owner, attribute, original = _resolve(module, path)
+                except (ImportError, AttributeError):  # an alias this version of the library does not have
+                    continue
+                guard = _guard(original, item, _alias(module, path), hits)
+                patched.append((owner, attribute, original, attribute in vars(owner)))
+                setattr(owner, attribute, guard)
+                guards[id(original)] = (original, guard)
+        namespace = getattr(fn, "__globals__", None)
+        rebound = []
+        if isinstance(namespace, dict):
+            for key, value in list(namespace.items()):
+                if id(value) in guards and guards[id(value)][0] is value:
+                    rebound.append((key, value))
+                    namespace[key] = guards[id(value)][1]
+        try:
+            yield hits
+        finally:
+            for key, value in rebound:
+                namespace[key] = value
+    finally:
+        for owner, attribute, original, own in reversed(patched):
+            if own:
+                setattr(owner, attribute, original)
+            else:
+                delattr(owner, attribute)  # it was inherited (Tensor methods live on TensorBase)

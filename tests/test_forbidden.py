@@ -1,0 +1,294 @@
+"""What an exercise forbids (grader/forbidden.py): refused when the learner's code calls it, under every
+obvious alias, in a notebook check and in `llmcourse check`; library code that calls it keeps working.
+"""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+from chapter_contract import own_layer_norm, own_softmax
+from nbformat.v4 import new_code_cell, new_notebook
+from torch import nn
+
+import grader
+from grader import check
+from grader.forbidden import SOFTMAX, ForbiddenCall, enforced, not_enforced
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- softmax, under every alias
+
+def softmax_torch(x, dim=-1):
+    return torch.softmax(x, dim=dim)
+
+
+def softmax_method(x, dim=-1):
+    return x.softmax(dim)
+
+
+def softmax_functional(x, dim=-1):
+    return F.softmax(x, dim=dim)
+
+
+def softmax_functional_long_name(x, dim=-1):
+    return torch.nn.functional.softmax(x, dim=dim)
+
+
+def softmax_special(x, dim=-1):
+    return torch.special.softmax(x, dim)
+
+
+def softmax_module(x, dim=-1):
+    return nn.Softmax(dim=dim)(x)
+
+
+def softmax_log_softmax_exp(x, dim=-1):
+    return torch.log_softmax(x, dim=dim).exp()
+
+
+from torch.nn.functional import softmax as early_bound_softmax  # noqa: E402  (bound before any check runs)
+
+
+def softmax_imported_by_name(x, dim=-1):
+    return early_bound_softmax(x, dim=dim)
+
+
+def softmax_caught_and_hidden(x, dim=-1):
+    """Tries the forbidden call, swallows the refusal, falls back to a correct softmax: still refused."""
+    try:
+        return torch.softmax(x, dim=dim)
+    except Exception:
+        return own_softmax(x, dim)
+
+
+SOFTMAX_ALIASES = [softmax_torch, softmax_method, softmax_functional, softmax_functional_long_name, softmax_special,
+                   softmax_module, softmax_log_softmax_exp, softmax_imported_by_name, softmax_caught_and_hidden]
+
+
+@pytest.mark.parametrize("fn", SOFTMAX_ALIASES, ids=lambda f: f.__name__)
+def test_softmax_refuses_every_alias_with_what_to_use_instead(fn):
+    result = check("softmax", fn)
+    assert not result.passed
+    assert result.mistakes == {SOFTMAX.mistake: len(result.cases)}, result.feedback
+    assert "use `exp`, `max` and `sum`" in result.feedback
+    assert result.feedback.count("Likely mistake") == 1
+
+
+def test_the_refusal_names_the_module_the_learner_called():
+    result = check("softmax", softmax_module)
+    assert "`nn.Softmax` (it calls `F.softmax`)" in result.feedback
+
+
+def sdpa_with_torch(q, k, v, mask=None):
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return out, own_softmax(scores)
+
+
+def self_attention_with_torch(x, w_q, w_k, w_v, mask=None):
+    q, k, v = x @ w_q, x @ w_k, x @ w_v
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+@pytest.mark.parametrize("name, fn, called", [
+    ("scaled_dot_product_attention", sdpa_with_torch, "F.scaled_dot_product_attention"),
+    ("self_attention", self_attention_with_torch, "torch.softmax"),
+])
+def test_attention_exercises_refuse_the_library_attention_and_softmax(name, fn, called):
+    result = check(name, fn)
+    assert not result.passed
+    assert list(result.mistakes) == [f"calls `{called}`, which this exercise asks you to build yourself"]
+
+
+# ---------------------------------------------------------------- chapter 03
+
+def mha_module(query, key, value, params, n_heads, mask=None):
+    mha = nn.MultiheadAttention(query.shape[-1], n_heads, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([params["w_q"], params["w_k"], params["w_v"]]))
+        mha.in_proj_bias.copy_(torch.cat([params["b_q"], params["b_k"], params["b_v"]]))
+        mha.out_proj.weight.copy_(params["w_o"])
+        mha.out_proj.bias.copy_(params["b_o"])
+    B, Tq, Tk = query.shape[0], query.shape[1], key.shape[1]
+    attn_mask = None if mask is None else ~mask.expand(B, n_heads, Tq, Tk).reshape(B * n_heads, Tq, Tk)
+    return mha.eval()(query, key, value, attn_mask=attn_mask, need_weights=False)[0]
+
+
+def mha_functional(query, key, value, params, n_heads, mask=None):
+    p, (B, Tq, D), Tk = params, query.shape, key.shape[1]
+    attn_mask = None if mask is None else ~mask.expand(B, n_heads, Tq, Tk).reshape(B * n_heads, Tq, Tk)
+    out, _ = F.multi_head_attention_forward(
+        query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1), D, n_heads,
+        torch.cat([p["w_q"], p["w_k"], p["w_v"]]), torch.cat([p["b_q"], p["b_k"], p["b_v"]]),
+        None, None, False, 0.0, p["w_o"], p["b_o"], training=False, need_weights=False, attn_mask=attn_mask)
+    return out.transpose(0, 1)
+
+
+def layer_norm_functional(x, weight, bias, eps=1e-5):
+    return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+
+def layer_norm_torch_namespace(x, weight, bias, eps=1e-5):
+    return torch.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+
+def layer_norm_module(x, weight, bias, eps=1e-5):
+    ln = nn.LayerNorm(x.shape[-1], eps=eps)
+    with torch.no_grad():
+        ln.weight.copy_(weight)
+        ln.bias.copy_(bias)
+    return ln(x)
+
+
+def bert_layer_hugging_face(hidden_states, attention_mask, params, n_heads, eps=1e-12):
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    config = BertConfig(hidden_size=hidden_states.shape[-1], num_attention_heads=n_heads,
+                        intermediate_size=params["intermediate.dense.weight"].shape[0], layer_norm_eps=eps,
+                        attn_implementation="eager")
+    layer = BertLayer(config).eval()
+    layer.load_state_dict(params)
+    additive = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+    out = layer(hidden_states, attention_mask=additive)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def bert_layer_with_torch_layer_norm(hidden_states, attention_mask, params, n_heads, eps=1e-12):
+    """Everything by hand but the LayerNorms: bert_layer forbids F.layer_norm too."""
+    p, x = params, hidden_states
+    B, T, D = x.shape
+
+    def heads(name):
+        return F.linear(x, p[f"attention.self.{name}.weight"], p[f"attention.self.{name}.bias"]) \
+            .view(B, T, n_heads, -1).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(heads("query"), heads("key"), heads("value"),
+                                         attn_mask=attention_mask.bool()[:, None, None, :])
+    attn = F.linear(out.transpose(1, 2).reshape(B, T, D), p["attention.output.dense.weight"],
+                    p["attention.output.dense.bias"])
+    h = F.layer_norm(x + attn, (D,), p["attention.output.LayerNorm.weight"], p["attention.output.LayerNorm.bias"], eps)
+    ff = F.linear(F.gelu(F.linear(h, p["intermediate.dense.weight"], p["intermediate.dense.bias"])),
+                  p["output.dense.weight"], p["output.dense.bias"])
+    return F.layer_norm(h + ff, (D,), p["output.LayerNorm.weight"], p["output.LayerNorm.bias"], eps)
+
+
+@pytest.mark.parametrize("name, fn, forbidden, shown", [
+    ("multi_head_attention", mha_module, "nn.MultiheadAttention", "nn.MultiheadAttention"),
+    ("multi_head_attention", mha_functional, "nn.MultiheadAttention", "F.multi_head_attention_forward"),
+    ("layer_norm", layer_norm_functional, "F.layer_norm", "F.layer_norm"),
+    ("layer_norm", layer_norm_torch_namespace, "F.layer_norm", "torch.layer_norm"),
+    ("layer_norm", layer_norm_module, "F.layer_norm", "nn.LayerNorm"),
+    ("bert_layer", bert_layer_hugging_face, "BertLayer", "BertLayer"),
+    ("bert_layer", bert_layer_with_torch_layer_norm, "F.layer_norm", "F.layer_norm"),
+], ids=lambda v: v if isinstance(v, str) else v.__name__)
+def test_chapter_03_refuses_the_modules_it_rebuilds(name, fn, forbidden, shown):
+    result = check(name, fn)
+    assert not result.passed
+    assert list(result.mistakes) == [f"calls `{forbidden}`, which this exercise asks you to build yourself"], \
+        result.feedback
+    assert f"`{shown}`" in result.feedback
+
+
+def test_chapter_03_allows_what_chapter_02_taught():
+    """multi_head_attention may use F.scaled_dot_product_attention and torch.softmax (chapter 02's)."""
+    def mha_sdpa(query, key, value, params, n_heads, mask=None):
+        p, (B, Tq, D) = params, query.shape
+
+        def heads(t, n):
+            return F.linear(t, p[f"w_{n}"], p[f"b_{n}"]).view(B, -1, n_heads, D // n_heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(query, "q"), heads(key, "k"), heads(value, "v"), attn_mask=mask)
+        return F.linear(out.transpose(1, 2).reshape(B, Tq, D), p["w_o"], p["b_o"])
+
+    assert check("multi_head_attention", mha_sdpa).passed
+    assert check("layer_norm", own_layer_norm).passed
+
+
+# ---------------------------------------------------------------- library code keeps working
+
+def test_library_code_may_call_a_forbidden_function_inside_a_check():
+    """A Hugging Face model calls softmax in its attention; inside the guard it still runs."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                 vocab_size=50, attn_implementation="eager")).eval()
+    ids = torch.randint(0, 50, (1, 5))
+    with torch.no_grad():
+        expected = model(ids).last_hidden_state
+        with enforced((SOFTMAX,)) as hits:
+            got = model(ids).last_hidden_state  # the model's own softmax calls are allowed
+            with pytest.raises(ForbiddenCall, match="torch.softmax"):
+                torch.softmax(got, dim=-1)  # this test's own call is the learner's
+    torch.testing.assert_close(got, expected)
+    assert len(hits) == 1
+
+
+def test_the_guards_are_gone_after_a_check():
+    originals = (torch.softmax, F.softmax, torch.Tensor.softmax, F.layer_norm)
+    check("softmax", softmax_torch)
+    check("layer_norm", layer_norm_module)
+    assert (torch.softmax, F.softmax, torch.Tensor.softmax, F.layer_norm) == originals
+    assert "softmax" not in vars(torch.Tensor)  # the method is inherited again, not shadowed
+    assert early_bound_softmax is F.softmax  # a learner's own binding is restored too
+
+
+def test_not_enforced_judges_the_output_alone():
+    with not_enforced():
+        assert check("softmax", softmax_torch).passed
+
+
+# ---------------------------------------------------------------- in the child process (`llmcourse check`)
+
+def test_llmcourse_check_refuses_a_forbidden_call(tmp_path):
+    from grader.isolated import check_notebook
+
+    nb = tmp_path / "02-mine.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("import torch\nimport torch.nn.functional as F"),
+                                       new_code_cell("def softmax(x, dim=-1):\n    return F.softmax(x, dim=dim)")]),
+                   nb)
+    (result,) = check_notebook(nb, ["softmax"])
+    assert not result.passed
+    assert list(result.mistakes) == [SOFTMAX.mistake]
+    assert "`F.softmax` is what this exercise builds" in result.feedback
+
+
+# ---------------------------------------------------------------- the exercise text says it
+
+def _chapters_with_forbidden():
+    import grader.checks  # noqa: F401
+
+    return sorted({ex.chapter for ex in grader.core.REGISTRY.values() if ex.forbidden})
+
+
+@pytest.mark.parametrize("chapter", _chapters_with_forbidden())
+def test_each_exercise_text_names_what_it_forbids(chapter):
+    (source,) = (ROOT / "solutions").glob(f"{chapter}-*/{chapter}-*.ipynb")
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in nbformat.read(source, 4).cells}
+    for exercise in grader.exercises_of(chapter):
+        intro = cells[f"{exercise.name}_intro"]
+        for item in exercise.forbidden:
+            assert f"`{item.name}`" in intro, f"{source.name}: the text of {exercise.name} does not name {item.name}"
+
+
+def test_readme_lists_what_every_exercise_forbids():
+    import grader.checks  # noqa: F401
+
+    readme = (ROOT / "README.md").read_text()
+    for exercise in grader.core.REGISTRY.values():
+        if exercise.forbidden:
+            row = re.search(rf"^\| `{exercise.name}` \|(.*)$", readme, flags=re.M)
+            assert row, f"README's table of forbidden functions has no row for {exercise.name}"
+            for item in exercise.forbidden:
+                assert f"`{item.name}`" in row.group(1), f"README: {exercise.name} should list {item.name}"
