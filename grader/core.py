@@ -11,6 +11,7 @@ import inspect
 import re
 import signal
 import threading
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -195,17 +196,18 @@ def _learner_line(tb) -> str:
     return f"line {f.lineno}: {f.line}" if f.line else f"line {f.lineno}"
 
 
-def run_case(fn, case: Case, exercise: Exercise) -> Outcome:
+def run_case(fn, case: Case, exercise: Exercise, timeout_s: float | None = None) -> Outcome:
     """Call ``fn`` on one case and capture what happened as plain data."""
+    timeout_s = exercise.timeout_s if timeout_s is None else timeout_s
     with enforced(exercise.forbidden, fn) as hits:
         try:
-            with _time_limit(exercise.timeout_s):
+            with _time_limit(timeout_s):
                 value, observations = case.run(fn)
             outcome = Outcome("ok", to_plain(value), observations=to_plain(observations))
         except NotImplementedError:
             outcome = Outcome("not_implemented")
         except _Timeout:
-            outcome = Outcome("timeout", message=f"no result after {exercise.timeout_s:g} s")
+            outcome = Outcome("timeout", message=f"no result after {timeout_s:g} s")
         except ForbiddenCall as err:
             outcome = Outcome("forbidden", error_type=err.forbidden.name, message=str(err),
                               where=_learner_line(err.__traceback__))
@@ -217,11 +219,15 @@ def run_case(fn, case: Case, exercise: Exercise) -> Outcome:
     return outcome
 
 
-def run_cases(fn, cases: list, exercise: Exercise) -> list[Outcome]:
-    """Run every case, stopping early once the function is a stub or loops."""
+def run_cases(fn, cases: list, exercise: Exercise, budget_s: float | None = None) -> list[Outcome]:
+    """Run every case, stopping early once the function is a stub or loops. ``budget_s`` bounds the time of
+    all the cases together (a graded cell's time limit); each case also stays within the exercise's own."""
     outcomes = []
+    deadline = None if budget_s is None else time.monotonic() + budget_s
     for case in cases:
-        outcome = run_case(fn, case, exercise)
+        timeout_s = exercise.timeout_s if deadline is None else min(exercise.timeout_s,
+                                                                      max(deadline - time.monotonic(), 0.05))
+        outcome = run_case(fn, case, exercise, timeout_s)
         outcomes.append(outcome)
         if outcome.status in ("not_implemented", "timeout"):
             break

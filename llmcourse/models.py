@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,12 +183,34 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where a saved notebook would keep a progress bar frozen at 0 %)."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+@contextmanager
+def _quiet_progress_in_notebooks():
+    """Silence the weight-loading progress bars in notebooks; keep them in a terminal."""
+    from transformers.utils import logging as hf_logging
+
+    if not in_notebook() or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def _from_pretrained(loader, source: str, shipped: dict, **kwargs):
     if not Path(source).is_dir() and not hub_reachable():
         # Offline: look only in the local hub cache instead of retrying the network for a minute.
         kwargs["local_files_only"] = True
     try:
-        return loader.from_pretrained(source, **kwargs)
+        with _quiet_progress_in_notebooks():
+            return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelNotAvailable(
             f"Could not load model {source!r}: {str(err).splitlines()[0]}\n"

@@ -15,6 +15,7 @@ mistakes, so that a mistake the grader models differently from how learners writ
 """
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -728,6 +729,30 @@ def test_display_of_a_failure_shows_the_diagnosis():
     assert "softmax taken over the query axis" in result._repr_markdown_()
     assert "softmax taken over the query axis" in result._repr_html_()
     assert result.headline()
+
+
+def test_a_mistake_is_named_once_with_the_cases_it_explains():
+    """Issue 8: the named mistake once at the top with its count, three failing cases, the rest counted;
+    the full detail in result.details, the mistakes as data in result.mistakes."""
+    result = check("scaled_dot_product_attention", sdpa_softmax_query_axis)
+    mistake = "softmax taken over the query axis (dim=-2) instead of over the keys (dim=-1)"
+    n_failing = len(result.failures)
+    assert result.mistakes == {mistake: n_failing}
+    assert result.feedback.count("Likely mistake") == 1
+    assert f"Likely mistake: {mistake} ({n_failing} of {len(result.cases)} cases)" in result.feedback
+    assert result.feedback.count("FAIL") <= 3
+    assert result.details.count("FAIL") == n_failing and result.details.count(mistake) == n_failing
+    html = result._repr_html_()
+    assert html.count(mistake) >= n_failing + 1 and "<details>" in html  # the full table folds away
+    assert result.headline() == f"Likely mistake: {mistake}"
+
+
+def test_hidden_failure_message_uses_the_same_short_form(hidden_dir):
+    with pytest.raises(AssertionError) as err:
+        grader.hidden.run_hidden("scaled_dot_product_attention", sdpa_softmax_query_axis)
+    message = str(err.value)
+    assert message.count("Likely mistake") == 1 and "softmax taken over the query axis" in message
+    assert re.search(r"\(\d+ of \d+ cases\)", message)
 
 
 def _loops_forever(*args, **kwargs):

