@@ -6,11 +6,14 @@ share almost nothing with the query; the others are distractors that share the q
 distractors high; an encoder trained for semantic similarity (all-MiniLM-L6-v2) finds the answers.
 """
 
+import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from matplotlib.ticker import MaxNLocator
 
 CURLING = 0  # index of the document that answers the curling query
 PRESCRIPTION = 1  # index of the document that answers the pharmacy query
@@ -115,3 +118,39 @@ def compare_methods(tokenizer, model, queries: dict[str, int] | None = None,
                          "answer score": scores[answer], "top score": scores[top],
                          "ranked first": documents[top]})
     return pd.DataFrame(rows)
+
+
+def sentence_pair_count(model_dir) -> tuple[int, int]:
+    """``(pairs, datasets)`` that all-MiniLM-L6-v2 was fine-tuned on, summed from its ``data_config.json``.
+
+    sentence-transformers ships that file with the model: one entry per training file with its
+    number of lines (one pair or triplet per line); the model card's table gives the same total.
+    """
+    files = json.loads((Path(model_dir) / "data_config.json").read_text())
+    return sum(f["lines"] for f in files), len(files)
+
+
+def plot_scores(ax, scores, answer: int, labels: list[str], title: str, xlabel: str):
+    """One horizontal bar per document, document 0 at the top: the right document green, a wrong
+    document ranked first red, the others grey. The right document is also marked by a green
+    diamond at the end of its bar and a bold green label, so that it shows even with a score of 0.
+    The title gets a second line with the answer's rank. Returns the Axes."""
+    scores = [float(s) for s in scores]
+    top = ranking(scores)[0]
+    colors = ["tab:green" if i == answer else "tab:red" if i == top else "0.7" for i in range(len(scores))]
+    ax.barh(range(len(scores)), scores, color=colors)
+    ax.plot([scores[answer]], [answer], linestyle="", marker="D", markersize=7, color="tab:green",
+            markeredgecolor="black", zorder=3, clip_on=False)
+    ax.axvline(0, color="0.3", linewidth=0.8)
+    ax.set_ylim(len(scores) - 0.5, -0.5)  # document 0 at the top
+    ax.set_yticks(range(len(scores)), labels=labels, fontsize=8)
+    for i, tick in enumerate(ax.get_yticklabels()):
+        if i in (answer, top):
+            tick.set_color(colors[i])
+            tick.set_fontweight("bold")
+    if all(s.is_integer() for s in scores):  # counts: no ticks between whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{title}\nanswer ranked {rank_of(scores, answer)} of {len(scores)}", fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("document")
+    return ax

@@ -1,9 +1,12 @@
-"""The models the course discusses, typed in from their papers, and the parameter-growth plot of lesson 01.
+"""The models the course discusses, each number with its source, and the parameter-growth plot of lesson 01.
 
-``model_timeline.csv`` (package data) has one row per model. ``date`` is the date of the cited
-source (arXiv v1, or the report or release post for models without an arXiv paper); ``notes``
-records earlier announcements, and every number that is derived or taken from a model card rather
-than stated in the paper. ``training_tokens`` is NaN where the source gives no total.
+``model_timeline.csv`` (package data) has one row per model. ``source`` is the model's own paper or
+report; ``date`` is its date (arXiv v1 where there is an arXiv id, else the report or release).
+Every number names where it comes from: ``parameters_source`` and ``tokens_source`` say "paper" when
+the model's own paper states it, and otherwise name the other source (another paper, a model card,
+a code release) or say "derived:" with the schedule it is computed from (steps x sequences x tokens).
+``training_tokens`` is NaN where no source gives a total (``tokens_source`` then starts with
+"not stated"). ``notes`` records earlier announcements and other context.
 
 ULMFiT (Howard & Ruder 2018, arXiv:1801.06146) is discussed in the lesson but is not in the table:
 it is an LSTM, not a transformer, and its paper does not state a parameter count.

@@ -1,11 +1,20 @@
 """BERT in search (lesson 01): keyword overlap against MiniLM embeddings, with the real shipped MiniLM."""
 
-import pytest
-import torch
+from pathlib import Path
 
-from llmcourse.models import load_encoder
-from llmcourse.search import (COURSE_QUERIES, CURLING, DOCUMENTS, PRESCRIPTION, compare_methods, embed,
-                              keyword_scores, keywords, rank_of, ranking, semantic_scores)
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.colors as mcolors  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from llmcourse.models import load_encoder  # noqa: E402
+from llmcourse.search import (COURSE_QUERIES, CURLING, DOCUMENTS, PRESCRIPTION, compare_methods, embed,  # noqa: E402
+                              keyword_scores, keywords, plot_scores, rank_of, ranking, semantic_scores,
+                              sentence_pair_count)
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +73,31 @@ def test_compare_methods_table(minilm):
     keyword_ranks = table.loc[table["method"] == "keyword overlap", "rank of answer"]
     assert (minilm_ranks == 1).all()
     assert (keyword_ranks > 1).all()
+
+
+def test_sentence_pair_count_matches_the_model_cards_total(minilm):
+    """The shipped data_config.json sums to the total of the model card's table (1,170,060,424)."""
+    _, model = minilm
+    pairs, datasets = sentence_pair_count(model.name_or_path)
+    card = (Path(model.name_or_path) / "README.md").read_text()
+    assert f"**{pairs:,}**" in card
+    assert pairs > 1e9 and datasets > 30
+
+
+def test_plot_scores_marks_the_answer_even_with_a_zero_bar():
+    fig, ax = plt.subplots()
+    scores = [0, 3, 1, 0]  # the answer (document 0) scores 0: its bar has no length
+    plot_scores(ax, scores, answer=0, labels=list("abcd"), title="t", xlabel="shared words")
+    fig.canvas.draw()
+    green, red = mcolors.to_rgba("tab:green"), mcolors.to_rgba("tab:red")
+    markers = [line for line in ax.lines if line.get_marker() == "D"]
+    assert len(markers) == 1 and mcolors.to_rgba(markers[0].get_color()) == green
+    assert list(markers[0].get_xdata()) == [0] and list(markers[0].get_ydata()) == [0]
+    ticks = ax.get_yticklabels()
+    assert mcolors.to_rgba(ticks[0].get_color()) == green and ticks[0].get_fontweight() == "bold"
+    assert mcolors.to_rgba(ticks[1].get_color()) == red  # the wrong document ranked first
+    bars = ax.patches
+    assert mcolors.to_rgba(bars[0].get_facecolor()) == green and mcolors.to_rgba(bars[1].get_facecolor()) == red
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_ylim()[0] > ax.get_ylim()[1]  # document 0 on top
+    assert ax.get_title().endswith("answer ranked 4 of 4")  # a tie counts against the answer
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""The model timeline of lesson 01: the typed-in table and its parameter-growth plot (fast, no models)."""
+"""The model timeline of lesson 01: the table, the source of each of its numbers, and its plot (fast, no models)."""
 
 import re
 
@@ -14,7 +14,8 @@ import pytest  # noqa: E402
 from llmcourse.timeline import FAMILIES, human_count, model_timeline, plot_parameter_growth  # noqa: E402
 
 COLUMNS = ["name", "organisation", "date", "parameters", "training_tokens", "family", "sparse",
-           "open_weights", "source", "notes"]
+           "open_weights", "source", "parameters_source", "tokens_source", "notes"]
+DERIVED = re.compile(r"^derived: ([\d,]+) steps x ([\d,]+) sequences x ([\d,]+) tokens")
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,12 @@ def test_columns_and_types(df):
 
 def test_every_row_has_a_source_with_authors_year_and_title(df):
     for _, r in df.iterrows():
-        year = str(r["date"].year)
         authors_year = re.match(r"^([A-Z].*?) ((?:19|20)\d\d), (.{10,})", r["source"])
         assert authors_year, r["name"]
-        assert authors_year[2] == year, r["name"]
+        if "arXiv:" not in r["source"]:  # dated by the report or release itself
+            assert int(authors_year[2]) == r["date"].year, r["name"]
+        else:  # dated by arXiv v1; the citation may be the later publication (BERT: NAACL 2019)
+            assert int(authors_year[2]) >= r["date"].year, r["name"]
 
 
 def test_dates_are_sorted_plausible_and_match_the_arxiv_ids(df):
@@ -60,6 +63,31 @@ def test_dates_are_sorted_plausible_and_match_the_arxiv_ids(df):
         arxiv = re.search(r"arXiv:(\d\d)(\d\d)\.\d{5}", r["source"])
         if arxiv:  # the date is the arXiv v1 date, so it falls in the id's month
             assert (r["date"].year % 100, r["date"].month) == (int(arxiv[1]), int(arxiv[2])), r["name"]
+
+
+def test_every_number_names_its_source(df):
+    for _, r in df.iterrows():
+        assert r["parameters_source"], r["name"]
+        assert r["tokens_source"].startswith("not stated") == np.isnan(r["training_tokens"]), r["name"]
+
+
+def test_derived_token_counts_are_the_product_of_their_schedule(df):
+    derived = df[df["tokens_source"].str.startswith("derived")]
+    assert set(derived["name"]) == {"BERT-base", "BERT-large", "RoBERTa-large", "T5-11B", "GPT-NeoX-20B"}
+    for _, r in derived.iterrows():
+        steps, sequences, tokens = (int(x.replace(",", "")) for x in DERIVED.match(r["tokens_source"]).groups())
+        assert steps * sequences * tokens == r["training_tokens"], r["name"]
+
+
+def test_values_taken_from_elsewhere_than_the_models_paper_say_so(df):
+    assert "GPT-2 paper" in row(df, "GPT")["parameters_source"]
+    assert "fairseq" in row(df, "RoBERTa-large")["parameters_source"]
+    assert "fairseq" in row(df, "BART-large")["parameters_source"]
+    assert "Chinchilla paper" in row(df, "LaMDA")["tokens_source"]
+    for name in ["GPT-NeoX-20B", "GPT-J-6B", "BLOOM"]:
+        assert row(df, name)["parameters_source"].startswith("model card"), name
+    assert row(df, "BERT-base")["source"].startswith("Devlin et al. 2019")
+    assert "arXiv:1810.04805" in row(df, "BERT-base")["source"]
 
 
 def test_known_values_from_the_papers(df):
@@ -72,11 +100,13 @@ def test_known_values_from_the_papers(df):
     assert row(df, "Gopher")["training_tokens"] == 300e9
     assert row(df, "OPT-175B")["training_tokens"] == 180e9
     assert row(df, "GLaM")["parameters"] == pytest.approx(1.2e12)
+    assert row(df, "DistilBERT")["parameters"] == 66_000_000
+    assert row(df, "BART-large")["parameters"] == 400_000_000
 
 
 def test_sparse_models_are_the_mixtures_of_experts(df):
     assert set(df.loc[df["sparse"], "name"]) == {"GLaM", "Switch-C"}
-    assert "96.6B" in row(df, "GLaM")["notes"]
+    assert "96.6B" in row(df, "GLaM")["parameters_source"]
 
 
 def test_families(df):
@@ -84,6 +114,8 @@ def test_families(df):
     assert row(df, "T5-11B")["family"] == "encoder-decoder"
     assert row(df, "Transformer (big)")["family"] == "encoder-decoder"
     assert row(df, "GPT-3")["family"] == "decoder"
+    assert row(df, "BART-large")["family"] == "encoder-decoder"
+    assert row(df, "DistilBERT")["family"] == "encoder"
 
 
 def test_missing_token_counts_are_nan_and_the_rest_plausible(df):
