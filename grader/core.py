@@ -208,6 +208,9 @@ def run_case(fn, case: Case, exercise: Exercise, timeout_s: float | None = None)
             outcome = Outcome("not_implemented")
         except _Timeout:
             outcome = Outcome("timeout", message=f"no result after {timeout_s:g} s")
+        except SystemExit as err:  # exit() or sys.exit() inside the function: this case fails, the check goes on
+            outcome = Outcome("error", error_type="SystemExit", message=f"the function called exit() or sys.exit() "
+                              f"({err.code!r})", where=_learner_line(err.__traceback__))
         except ForbiddenCall as err:
             outcome = Outcome("forbidden", error_type=err.forbidden.name, message=str(err),
                               where=_learner_line(err.__traceback__))

@@ -106,6 +106,104 @@ def cmd_doctor(args) -> int:
     return doctor()
 
 
+def cmd_grade(args) -> int:
+    """The instructor's grading steps; each is idempotent and runs from the course folder."""
+    from grader.course import Course, CourseError
+
+    try:
+        course = Course.find()
+        assignment = course.assignment(args.assignment) if getattr(args, "assignment", None) else None
+        return GRADE_STEPS[args.step](course, assignment, args)
+    except CourseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _grade_release(course, assignment, args) -> int:
+    path = course.release_assignment(assignment)
+    print(f"released {assignment}: {path.relative_to(course.root)} (recorded in the gradebook)")
+    return 0
+
+
+def _grade_collect(course, assignment, args) -> int:
+    report = course.collect(assignment, Path(args.path))
+    print(f"collected {assignment} from {args.path}: {len(report.new)} new, {len(report.updated)} updated "
+          f"(earlier versions kept in collected/), {len(report.unchanged)} unchanged")
+    for line in report.notes + report.skipped:
+        print(f"  note: {line}")
+    return 0
+
+
+def _grade_autograde(course, assignment, args) -> int:
+    from grader.grading import autograde
+    from grader.sandbox import Limits
+
+    limits = Limits(memory_gb=args.memory_gb, **({"cell_timeout_s": args.cell_timeout} if args.cell_timeout else {}))
+    summary = autograde(course, assignment, workers=args.workers, scheduler=args.scheduler, limits=limits,
+                        isolate=not args.no_isolation, force=args.force)
+    for line in summary.isolation:
+        print(f"isolation: {line}")
+    print(f"\n{assignment}: graded {len(summary.graded)} submissions in {summary.seconds:.1f} s, "
+          f"{len(summary.skipped)} skipped (graded before and unchanged)")
+    for result in sorted(summary.graded, key=lambda r: r.student):
+        notes = f"  ({'; '.join(result.notes)})" if result.notes else ""
+        print(f"  {result.student:<20} {result.earned:>5g}/{result.possible:<5g} {result.status}{notes}"[:220])
+    return 0
+
+
+def _grade_feedback(course, assignment, args) -> int:
+    files = course.feedback(assignment)
+    print(f"feedback for {assignment}: {len(files)} files in feedback/ (hidden tests' code and inputs are not shown)")
+    return 0
+
+
+def _grade_export(course, assignment, args) -> int:
+    out = course.export(Path(args.out))
+    print(f"wrote {out}: nbgrader's columns plus status")
+    return 0
+
+
+def _grade_report(course, assignment, args) -> int:
+    from grader.report import write_report
+
+    path = write_report(course, assignment, Path(args.out) if args.out else None)
+    print(f"wrote {path} (and exercises.csv, mistakes.csv, totals.csv beside it)")
+    return 0
+
+
+GRADE_STEPS = {"release": _grade_release, "collect": _grade_collect, "autograde": _grade_autograde,
+               "feedback": _grade_feedback, "export": _grade_export, "report": _grade_report}
+
+
+def _add_grade_parser(sub) -> None:
+    grade = sub.add_parser("grade", help="grade a class (instructors): release, collect, autograde, feedback, "
+                                         "export, report; run from the course folder")
+    steps = grade.add_subparsers(dest="step", required=True)
+    p = steps.add_parser("release", help="nbgrader generate_assignment into exercises/, recorded in the gradebook")
+    p.add_argument("assignment")
+    p = steps.add_parser("collect", help="copy one notebook per student from a folder or a .zip into submitted/")
+    p.add_argument("assignment")
+    p.add_argument("path", help="a folder or .zip: <student>.ipynb, <student>/<anything>.ipynb or "
+                                "<student>_<anything>.ipynb")
+    p = steps.add_parser("autograde", help="grade every collected submission (verdicts outside the students' code)")
+    p.add_argument("assignment")
+    p.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: the cores)")
+    p.add_argument("--scheduler", default=None, help="a Dask scheduler address: grade on that cluster")
+    p.add_argument("--cell-timeout", type=float, default=None, help="seconds per graded cell (default 30)")
+    p.add_argument("--memory-gb", type=float, default=2.0, help="memory limit of each submission's process")
+    p.add_argument("--force", action="store_true", help="grade again even what is graded and unchanged")
+    p.add_argument("--no-isolation", action="store_true", help="run submissions without namespaces or a "
+                                                                  "separate uid (trusted code only)")
+    p = steps.add_parser("feedback", help="HTML feedback per student (hidden tests never shown)")
+    p.add_argument("assignment")
+    p = steps.add_parser("export", help="one CSV row per student and assignment, with a status column")
+    p.add_argument("--out", default="grades.csv")
+    p = steps.add_parser("report", help="the class report: scores per exercise, totals, common mistakes")
+    p.add_argument("assignment")
+    p.add_argument("--out", default=None, help="folder (default reports/NN-topic/)")
+    grade.set_defaults(func=cmd_grade)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="llmcourse", description="The LLM course's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +214,7 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_fetch)
     p = sub.add_parser("doctor", help="check that this machine can run the course offline")
     p.set_defaults(func=cmd_doctor)
+    _add_grade_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
