@@ -8,10 +8,11 @@ Re-running skips what is graded and unchanged, so an interrupted run resumes whe
 import hashlib
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from grader.autograde import GradeJob, SubmissionResult, fingerprint, grade_submission
+from grader.autograde import GradeJob, SubmissionResult, fingerprint, grade_submission, warm_imports
 from grader.course import Course, CourseError
 from grader.sandbox import Isolation, Limits, isolation_report
 
@@ -110,9 +111,18 @@ def _results(jobs: list, workers: int, scheduler: str | None):
             except Exception as err:
                 yield job, err
         return
-    counter = multiprocessing.get_context("spawn").Value("i", 0)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(counter,)) as pool:
+    # On Linux the workers are forked from this process once it has imported torch and the checks, so they
+    # start warm; elsewhere they are spawned and import them themselves.
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    if context.get_start_method() == "fork":
+        import nbformat
+
+        _prepare_process()
+        if jobs:
+            warm_imports(nbformat.reads(jobs[0].release_notebook, as_version=4))
+    counter = context.Value("i", 0)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=(counter,)) as pool:
         futures = {pool.submit(_grade_locally, job): job for job in jobs}
         for future in as_completed(futures):
             try:
