@@ -8,7 +8,6 @@ STAMP  := $(VENV)/.llmcourse-installed
 PYTHON ?= python3
 # nbgrader runs helper commands (alembic) by name: put the venv first on PATH
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: setup lab test course exercises clean
 
@@ -22,8 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m llmcourse.cli fetch || echo "warning: some models or data were not fetched; run: $(PY) -m llmcourse.cli doctor"
 	touch $(STAMP)
 
+# copies each chapter's exercises into my-work/ (once, never overwriting), then opens JupyterLab
 lab: setup
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR)
+	$(PY) -m llmcourse.cli lab
 
 test: setup
 	$(PY) -m pytest -n 2

@@ -5,30 +5,32 @@ import re
 import sys
 from pathlib import Path
 
-
-def course_root() -> Path:
-    """The course folder: the nearest folder upwards from here that holds ``exercises/``."""
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "exercises").is_dir() and (folder / "solutions").is_dir():
-            return folder
-    return Path(__file__).resolve().parent.parent  # an editable install of the repository
+from llmcourse.workspace import notebook_for, releases, start, start_all
 
 
 def chapters_with_exercises() -> dict[str, str]:
-    """{"02": "02-self-attention", ...} for the chapters whose checks are registered."""
+    """{"02": "02-self-attention", ...} for the released chapters whose checks are registered."""
     import grader.checks  # noqa: F401  (registers the checks)
     from grader.core import REGISTRY
 
-    found = {}
-    for folder in sorted((course_root() / "exercises").glob("[0-9][0-9]-*")):
-        chapter = folder.name[:2]
-        if any(ex.chapter == chapter for ex in REGISTRY.values()):
-            found[chapter] = folder.name
-    return found
+    chapters = {ex.chapter for ex in REGISTRY.values()}
+    return {chapter: path.parent.name for chapter, path in releases().items() if chapter in chapters}
+
+
+def resolve_chapter(target: str) -> str:
+    """``02``, ``2`` or ``02-self-attention`` -> ``02``, or an error listing the chapters."""
+    match = re.fullmatch(r"(\d{1,2})(-.*)?", target)
+    chapters = chapters_with_exercises()
+    if not match or f"{int(match.group(1)):02d}" not in chapters:
+        listing = ", ".join(f"{ch} ({name[3:]})" for ch, name in chapters.items()) or "none yet"
+        raise SystemExit(f"No chapter {target!r} with exercises. Chapters with exercises: {listing}. "
+                         f"You can also give a notebook path.")
+    return f"{int(match.group(1)):02d}"
 
 
 def resolve_target(target: str) -> tuple[Path, str]:
-    """(notebook path, chapter) for ``02``, ``2``, ``02-self-attention`` or a notebook path."""
+    """(notebook path, chapter) for a chapter (your copy in my-work/ if you made one, else the release) or a
+    notebook path."""
     path = Path(target)
     if path.suffix == ".ipynb" or path.exists():
         if path.is_dir():
@@ -38,15 +40,8 @@ def resolve_target(target: str) -> tuple[Path, str]:
             path = notebooks[0]
         match = re.match(r"(\d\d)-", path.name)
         return path, (match.group(1) if match else "")
-    match = re.fullmatch(r"(\d{1,2})(-.*)?", target)
-    chapters = chapters_with_exercises()
-    listing = ", ".join(f"{ch} ({name[3:]})" for ch, name in chapters.items()) or "none yet"
-    if not match or f"{int(match.group(1)):02d}" not in chapters:
-        raise SystemExit(f"No chapter {target!r} with exercises. Chapters with exercises: {listing}. "
-                         f"You can also give a notebook path.")
-    chapter = f"{int(match.group(1)):02d}"
-    folder = course_root() / "exercises" / chapters[chapter]
-    return folder / f"{chapters[chapter]}.ipynb", chapter
+    chapter = resolve_chapter(target)
+    return notebook_for(chapter)[0], chapter
 
 
 def exercise_names(notebook: Path, chapter: str) -> list[str]:
@@ -74,7 +69,11 @@ def cmd_check(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     names = exercise_names(notebook, chapter)
-    print(f"Checking {notebook} ...", flush=True)
+    if chapter and not Path(args.target).exists() and not notebook_for(chapter)[1]:
+        print(f"Checking the release {notebook} (you have no copy yet: `llmcourse start {chapter}` makes one "
+              f"in my-work/) ...", flush=True)
+    else:
+        print(f"Checking {notebook} ...", flush=True)
     results = check_notebook(notebook, names)
     width = max(len(n) for n in names)
     print(f"\n{'exercise':<{width}}  {'result':<22} points  first problem")
@@ -89,6 +88,57 @@ def cmd_check(args) -> int:
         if r.status == "failed":
             print(f"\n{r.feedback}")
     return 0 if n_ok == len(results) else 1
+
+
+def cmd_start(args) -> int:
+    if args.chapter == "all":
+        for line in start_all() or ["every chapter already has its copy in my-work/"]:
+            print(line)
+        return 0
+    _, message = start(resolve_chapter(args.chapter), fresh=args.fresh)
+    print(message)
+    return 0
+
+
+def cmd_progress(args) -> int:
+    """One table for the whole course: every exercise passed, failed (with the named mistake) or not started."""
+    from grader.core import exercises_of
+    from grader.isolated import check_notebook
+
+    rows, totals = [], []
+    for chapter, name in chapters_with_exercises().items():
+        notebook, mine = notebook_for(chapter)
+        names = [ex.name for ex in exercises_of(chapter)]
+        results = check_notebook(notebook, names) if mine else []
+        by_name = {r.name: r for r in results}
+        for exercise in exercises_of(chapter):
+            result = by_name.get(exercise.name)
+            if result is None or result.status == "not implemented":
+                state = "not started"
+            elif result.passed:
+                state = "passed"
+            else:
+                state = f"failed: {result.headline().removeprefix('Likely mistake: ')}"
+            rows.append((chapter, exercise.name, state))
+        done = sum(1 for r in results if r.passed)
+        points = sum(r.points[0] for r in results)
+        possible = sum(ex.points for ex in exercises_of(chapter))
+        totals.append((chapter, name, done, len(names), points, possible, notebook if mine else None))
+    width = max(len(r[1]) for r in rows)
+    print(f"{'ch':<3} {'exercise':<{width}}  result")
+    for chapter, exercise, state in rows:
+        print(f"{chapter:<3} {exercise:<{width}}  {state[:100]}")
+    print("\nchapter totals (visible checks):")
+    for chapter, name, done, count, points, possible, notebook in totals:
+        where = f"  {notebook}" if notebook else "  (no copy yet: llmcourse start " + chapter + ")"
+        print(f"  {name:<28} {done}/{count} exercises, {points}/{possible} points{where}")
+    return 0
+
+
+def cmd_lab(args) -> int:
+    from llmcourse.lab import main as lab
+
+    return lab(["--port", str(args.port)])
 
 
 def cmd_fetch(args) -> int:
@@ -210,6 +260,15 @@ def main(argv=None) -> int:
     p = sub.add_parser("check", help="check your exercise notebook: llmcourse check 02 (or a notebook path)")
     p.add_argument("target", help="a chapter number such as 02, or the path of a notebook")
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("start", help="copy a chapter's exercises into my-work/ (once): llmcourse start 02")
+    p.add_argument("chapter", help="a chapter number such as 02, or all")
+    p.add_argument("--fresh", action="store_true", help="start over from the release (your copy is kept as a backup)")
+    p.set_defaults(func=cmd_start)
+    p = sub.add_parser("progress", help="your progress through the whole course, one row per exercise")
+    p.set_defaults(func=cmd_progress)
+    p = sub.add_parser("lab", help="copy the exercises into my-work/ (once) and open JupyterLab")
+    p.add_argument("--port", type=int, default=8888)
+    p.set_defaults(func=cmd_lab)
     p = sub.add_parser("fetch", help="fetch the course's models and data into the user cache (once)")
     p.set_defaults(func=cmd_fetch)
     p = sub.add_parser("doctor", help="check that this machine can run the course offline")

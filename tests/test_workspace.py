@@ -1,0 +1,113 @@
+"""The learner's own work folder (llmcourse/workspace.py, `llmcourse start | check | progress`): a copy made
+once, never overwritten, untouched by `git pull` and `make exercises`; `check` and `progress` read it."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+A02 = "02-self-attention"
+
+
+def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.org")
+    proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def llmcourse(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(cwd, sys.executable, "-m", "llmcourse.cli", *args, check=check)
+
+
+@pytest.fixture
+def clone(tmp_path):
+    """A learner's clone of a course repository (``origin`` holds the committed course)."""
+    origin = tmp_path / "origin"
+    run(tmp_path, "git", "clone", "--quiet", str(ROOT), str(origin))
+    learner = tmp_path / "learner"
+    run(tmp_path, "git", "clone", "--quiet", str(origin), str(learner))
+    return origin, learner
+
+
+def answer_softmax(path: Path, code: str) -> None:
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "softmax":
+            cell.source = code
+    nbformat.write(nb, path)
+
+
+MY_SOFTMAX = ("def softmax(x, dim=-1):\n    e = torch.exp(x - x.amax(dim=dim, keepdim=True))\n"
+              "    return e / e.sum(dim=dim, keepdim=True)\n")
+
+
+def test_start_copies_once_and_never_overwrites(clone):
+    _, learner = clone
+    first = llmcourse(learner, "start", "02").stdout
+    copy = learner / "my-work" / A02 / f"{A02}.ipynb"
+    assert str(copy) in first and copy.is_file()
+    answer_softmax(copy, MY_SOFTMAX)
+    again = llmcourse(learner, "start", "2").stdout
+    assert "already exists" in again and "--fresh" in again
+    assert MY_SOFTMAX.strip() in copy.read_text().replace("\\n", "\n")
+    fresh = llmcourse(learner, "start", "02", "--fresh").stdout
+    backups = list(copy.parent.glob(f"{A02}.backup-*.ipynb"))
+    assert len(backups) == 1 and backups[0].name in fresh
+    assert MY_SOFTMAX.strip() in backups[0].read_text().replace("\\n", "\n")
+    assert copy.read_bytes() == (learner / "exercises" / A02 / f"{A02}.ipynb").read_bytes()
+
+
+def test_the_copy_survives_git_pull_and_make_exercises(clone):
+    origin, learner = clone
+    llmcourse(learner, "start", "02")
+    copy = learner / "my-work" / A02 / f"{A02}.ipynb"
+    answer_softmax(copy, MY_SOFTMAX)
+    mine = copy.read_bytes()
+    assert run(learner, "git", "status", "--porcelain").stdout == ""  # my-work/ is git-ignored
+    # the course is updated upstream: the release changes
+    release = origin / "exercises" / A02 / f"{A02}.ipynb"
+    nb = nbformat.read(release, as_version=4)
+    nb.cells[0].source += "\n\n(Updated upstream.)"
+    nbformat.write(nb, release)
+    run(origin, "git", "commit", "--quiet", "-am", "update the release")
+    run(learner, "git", "pull", "--quiet")
+    assert "(Updated upstream.)" in (learner / "exercises" / A02 / f"{A02}.ipynb").read_text()
+    assert copy.read_bytes() == mine
+    run(learner, str(Path(sys.executable).parent / "nbgrader"), "generate_assignment", A02, "--force")  # make exercises
+    assert copy.read_bytes() == mine
+
+
+def test_check_reads_the_copy_and_says_which_file(clone):
+    _, learner = clone
+    before = llmcourse(learner, "check", "02", check=False)
+    assert f"Checking the release {learner / 'exercises' / A02 / (A02 + '.ipynb')}" in before.stdout
+    assert "llmcourse start 02" in before.stdout
+    llmcourse(learner, "start", "02")
+    copy = learner / "my-work" / A02 / f"{A02}.ipynb"
+    answer_softmax(copy, MY_SOFTMAX)
+    after = llmcourse(learner, "check", "02", check=False)
+    assert f"Checking {copy}" in after.stdout
+    assert re.search(r"^softmax\s+passed all", after.stdout, re.M)
+
+
+def test_progress_lists_every_exercise_with_its_state(clone):
+    _, learner = clone
+    llmcourse(learner, "start", "02")
+    answer_softmax(learner / "my-work" / A02 / f"{A02}.ipynb",
+                   "def softmax(x, dim=-1):\n    e = torch.exp(x - x.max())\n    return e / e.sum()\n")
+    out = llmcourse(learner, "progress").stdout
+    assert re.search(r"^02\s+softmax\s+failed: normalised over the whole tensor", out, re.M)
+    assert re.search(r"^02\s+causal_mask\s+not started", out, re.M)
+    assert re.search(r"^01\s+training_flops\s+not started", out, re.M)
+    assert re.search(r"02-self-attention\s+0/4 exercises, 0/8 points", out)
+    assert "(no copy yet: llmcourse start 01)" in out
