@@ -47,6 +47,11 @@ def answer_softmax(path: Path, code: str) -> None:
     nbformat.write(nb, path)
 
 
+def softmax_source(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "softmax")
+
+
 MY_SOFTMAX = ("def softmax(x, dim=-1):\n    e = torch.exp(x - x.amax(dim=dim, keepdim=True))\n"
               "    return e / e.sum(dim=dim, keepdim=True)\n")
 
@@ -59,11 +64,11 @@ def test_start_copies_once_and_never_overwrites(clone):
     answer_softmax(copy, MY_SOFTMAX)
     again = llmcourse(learner, "start", "2").stdout
     assert "already exists" in again and "--fresh" in again
-    assert MY_SOFTMAX.strip() in copy.read_text().replace("\\n", "\n")
+    assert softmax_source(copy) == MY_SOFTMAX
     fresh = llmcourse(learner, "start", "02", "--fresh").stdout
     backups = list(copy.parent.glob(f"{A02}.backup-*.ipynb"))
     assert len(backups) == 1 and backups[0].name in fresh
-    assert MY_SOFTMAX.strip() in backups[0].read_text().replace("\\n", "\n")
+    assert softmax_source(backups[0]) == MY_SOFTMAX
     assert copy.read_bytes() == (learner / "exercises" / A02 / f"{A02}.ipynb").read_bytes()
 
 
