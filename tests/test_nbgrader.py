@@ -41,6 +41,10 @@ ROUNDS = {
     # projection loses multi_head_attention's 5 and bert_layer's 5 (it calls multi_head_attention)
     "03-multi-head-attention": Round("multi_head_attention", ' @ p["w_o"].T + p["b_o"]', "", 19, 9,
                                      "no output projection"),
+    # pronoun_log_odds 3+2, weat_effect_size 3+1, training_energy_mwh 1+1, training_emissions_tco2e 1+1; the
+    # population standard deviation loses weat_effect_size's 4 (the payoff cells are not graded)
+    "06-bias-and-cost": Round("weat_effect_size", ".std(correction=1)", ".std(correction=0)", 13, 9,
+                              "population standard deviation"),
 }
 STUDENTS = ("ref", "stub", "wrong")
 # A submission that calls the function its exercise rebuilds: refused in nbgrader too (issue 8). Chapter 02's

@@ -3,3 +3,4 @@
 from grader.checks import scale  # noqa: F401  (chapter 01)
 from grader.checks import attention  # noqa: F401  (chapter 02)
 from grader.checks import blocks  # noqa: F401  (chapter 03)
+from grader.checks import bias  # noqa: F401  (chapter 06)
