@@ -45,6 +45,10 @@ ROUNDS = {
     # population standard deviation loses weat_effect_size's 4 (the payoff cells are not graded)
     "06-bias-and-cost": Round("weat_effect_size", ".std(correction=1)", ".std(correction=0)", 13, 9,
                               "population standard deviation"),
+    # weights_memory_gb 1+1, kv_cache_bytes 2+1, absmax_quantize 3+1, dequantize 1+1, tokenizer_fertility 2+1;
+    # dividing by 2^(bits-1) instead of 2^(bits-1) - 1 loses absmax_quantize's 4 (dequantize does not call it)
+    "10-open-models": Round("absmax_quantize", "2 ** (bits - 1) - 1", "2 ** (bits - 1)", 14, 10,
+                            "one level outside the range"),
 }
 STUDENTS = ("ref", "stub", "wrong")
 # A submission that calls the function its exercise rebuilds: refused in nbgrader too (issue 8). Chapter 02's
