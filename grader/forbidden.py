@@ -70,6 +70,11 @@ LAYER_NORM = Forbidden(
     "F.layer_norm",
     (("torch.nn.functional", "layer_norm"), ("torch", "layer_norm"), ("torch", "native_layer_norm")),
     "use `mean`, `var(unbiased=False)` and `sqrt` over the last dimension")
+QUANTIZE = Forbidden(
+    "torch.quantize_per_tensor",
+    (("torch", "quantize_per_tensor"), ("torch", "quantize_per_tensor_dynamic"), ("torch", "quantize_per_channel"),
+     ("torch", "fake_quantize_per_tensor_affine")),
+    "divide by the scale max|w| / (2^(bits-1) - 1), round with `torch.round` and cast to `torch.int8` yourself")
 HF_BERT_LAYER = Forbidden(
     "BertLayer",
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")

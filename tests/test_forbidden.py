@@ -292,3 +292,12 @@ def test_readme_lists_what_every_exercise_forbids():
             assert row, f"README's table of forbidden functions has no row for {exercise.name}"
             for item in exercise.forbidden:
                 assert f"`{item.name}`" in row.group(1), f"README: {exercise.name} should list {item.name}"
+
+
+def test_absmax_quantize_refuses_torchs_quantizer():
+    def absmax_quantize(w, bits=8):
+        scale = w.abs().max().item() / (2 ** (bits - 1) - 1)
+        return torch.quantize_per_tensor(w, scale, 0, torch.qint8).int_repr(), scale
+
+    result = check("absmax_quantize", absmax_quantize)
+    assert list(result.mistakes) == ["calls `torch.quantize_per_tensor`, which this exercise asks you to build yourself"]

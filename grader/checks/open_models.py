@@ -22,6 +22,7 @@ import torch
 
 from grader.compare import Mistake, Problem, close, tensor_problem
 from grader.core import Case, Exercise, register
+from grader.forbidden import QUANTIZE
 from grader.values import TensorData, describe
 
 GB = 1e9
@@ -429,7 +430,7 @@ def explain_absmax_error(case: Case, outcome) -> str | None:
 
 register(Exercise(
     name="absmax_quantize", chapter="10", signature="(w, bits=8)", points=3,
-    make_cases=absmax_cases, judge=judge_absmax, explain_error=explain_absmax_error,
+    make_cases=absmax_cases, judge=judge_absmax, explain_error=explain_absmax_error, forbidden=(QUANTIZE,),
 ))
 
 
