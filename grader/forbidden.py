@@ -45,7 +45,8 @@ class ForbiddenCall(RuntimeError):
 
 
 def _alias(module: str, path: str) -> str:
-    short = {"torch.nn.functional": "F", "torch.nn": "nn", "transformers.models.bert.modeling_bert": ""}
+    short = {"torch.nn.functional": "F", "torch.nn": "nn", "transformers.models.bert.modeling_bert": "",
+             "transformers.generation.logits_process": ""}
     prefix = short.get(module, module)
     return f"{prefix}.{path}" if prefix else path
 
@@ -75,6 +76,14 @@ QUANTIZE = Forbidden(
     (("torch", "quantize_per_tensor"), ("torch", "quantize_per_tensor_dynamic"), ("torch", "quantize_per_channel"),
      ("torch", "fake_quantize_per_tensor_affine")),
     "divide by the scale max|w| / (2^(bits-1) - 1), round with `torch.round` and cast to `torch.int8` yourself")
+TOP_K_WARPER = Forbidden(
+    "TopKLogitsWarper",
+    (("transformers.generation.logits_process", "TopKLogitsWarper.__call__"),),
+    "keep the logits at least as large as the k-th largest (`torch.topk`) and set the rest to `-inf` yourself")
+TOP_P_WARPER = Forbidden(
+    "TopPLogitsWarper",
+    (("transformers.generation.logits_process", "TopPLogitsWarper.__call__"),),
+    "sort the probabilities, keep the smallest set whose sum reaches p, and set the rest to `-inf` yourself")
 HF_BERT_LAYER = Forbidden(
     "BertLayer",
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")

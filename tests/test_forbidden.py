@@ -301,3 +301,19 @@ def test_absmax_quantize_refuses_torchs_quantizer():
 
     result = check("absmax_quantize", absmax_quantize)
     assert list(result.mistakes) == ["calls `torch.quantize_per_tensor`, which this exercise asks you to build yourself"]
+
+
+def test_the_filters_refuse_hugging_faces_warpers():
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    def top_k_filter(logits, k):
+        return TopKLogitsWarper(top_k=k)(None, logits)
+
+    def top_p_filter(logits, p):
+        return TopPLogitsWarper(top_p=p)(None, logits)
+
+    for name, fn, warper in [("top_k_filter", top_k_filter, "TopKLogitsWarper"),
+                             ("top_p_filter", top_p_filter, "TopPLogitsWarper")]:
+        result = check(name, fn)
+        assert list(result.mistakes) == [f"calls `{warper}`, which this exercise asks you to build yourself"], \
+            result.feedback

@@ -49,6 +49,11 @@ ROUNDS = {
     # dividing by 2^(bits-1) instead of 2^(bits-1) - 1 loses absmax_quantize's 4 (dequantize does not call it)
     "10-open-models": Round("absmax_quantize", "2 ** (bits - 1) - 1", "2 ** (bits - 1)", 14, 10,
                             "one level outside the range"),
+    # next_token_logprobs 1+1, sequence_logprob 2+1, greedy_decode 2+1, beam_search 3+2, top_k_filter 1+1,
+    # top_p_filter 2+1, sample_next_token 2+1, few_shot_prompt 1+1, classify_by_likelihood 2+1; scoring token t
+    # with the logits at t loses sequence_logprob's 3 and classify_by_likelihood's 3 (it calls sequence_logprob)
+    "05-gpt-and-prompting": Round("sequence_logprob", "logprobs[prompt_length - 1:-1]", "logprobs[prompt_length:]",
+                                  26, 20, "off by one position"),
 }
 STUDENTS = ("ref", "stub", "wrong")
 # A submission that calls the function its exercise rebuilds: refused in nbgrader too (issue 8). Chapter 02's
