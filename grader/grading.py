@@ -16,7 +16,7 @@ from grader.autograde import GradeJob, SubmissionResult, fingerprint, grade_subm
 from grader.course import Course, CourseError
 from grader.sandbox import Isolation, Limits, isolation_report
 
-_SLOT = 0  # this worker process's slot: its children run as uid BASE_UID + slot
+_SLOT = 0  # this worker process's slot: its children prefer uid BASE_UID + slot (leased, see sandbox)
 
 
 def _init_worker(counter) -> None:

@@ -10,15 +10,18 @@ Isolation, on Linux as root (``isolation_report()`` says what applies here):
 - a private mount namespace: a private ``/tmp``, the course's secrets hidden (``solutions/``, the
   gradebook, submissions and other students' results), the course itself read-only;
 - a private network namespace: no network;
-- an unprivileged uid per worker slot, so that ``RLIMIT_NPROC`` bounds a fork loop and the child
-  cannot write anything of root's;
+- an unprivileged uid of its own, leased machine-wide for the child's lifetime (two graders on one
+  machine never share one, so one's clean-up cannot kill the other's child), so that ``RLIMIT_NPROC``
+  bounds a fork loop and the child cannot write anything of root's;
 - resource limits: memory (``RLIMIT_AS``), processes, file size, open files, no core files;
 - every process the child left behind killed afterwards.
 Elsewhere the child runs as the current user with the memory and file limits only, and the report
 says so plainly.
 """
 
+import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import pickle
@@ -31,7 +34,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BASE_UID = 61000  # slot k runs as uid/gid BASE_UID + k (no passwd entry needed)
+BASE_UID = 61000  # slot k prefers uid/gid BASE_UID + k (no passwd entry needed)
+UID_RANGE = 2000  # uids BASE_UID .. BASE_UID + UID_RANGE - 1 are leased to children
+UID_LOCKS = Path("/run/lock/llmcourse-uids") if Path("/run/lock").is_dir() else Path("/tmp/llmcourse-uids")
 HIDDEN_IN_COURSE = ("solutions", "submitted", "autograded", "feedback", "collected", "release-history")
 SECRET_FILES = ("gradebook.db",)
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
@@ -91,8 +96,8 @@ def isolation_report(isolation: Isolation | None) -> list[str]:
     """Plain sentences about what isolates the submissions here (and what does not)."""
     if isolation is not None and isolation.enabled and can_isolate():
         return ["each submission runs in a child with its own mount and network namespaces (no network, a private "
-                "/tmp, solutions/ and the gradebook hidden, the course read-only), as an unprivileged uid per "
-                "worker (processes bounded by RLIMIT_NPROC), with memory, file-size and open-file limits; leftover "
+                "/tmp, solutions/ and the gradebook hidden, the course read-only), as an unprivileged uid of its own "
+                "(processes bounded by RLIMIT_NPROC), with memory, file-size and open-file limits; leftover "
                 "processes are killed"]
     why = ("grading is not running as root on Linux" if isolation is None or isolation.enabled
            else "isolation was switched off")
@@ -232,7 +237,7 @@ def child_main(request: dict) -> None:
     notebook = workdir / request["notebook_name"]
     notebook.write_bytes(request["notebook_bytes"])
     if isolate:
-        uid = BASE_UID + isolation.slot
+        uid = request["uid"]
         for path in (workdir, notebook):
             os.chown(path, uid, uid)
         os.setgroups([])
@@ -365,46 +370,78 @@ def _wait(pid: int, deadline: float) -> tuple[int | None, int | None, bool]:
         time.sleep(0.01)
 
 
+@contextlib.contextmanager
+def _uid_lease(slot: int):
+    """A uid no other child on this machine runs as until we are done (an exclusive ``flock`` per uid).
+
+    Tries the slot's own uid first; the lock is released when the leftovers of the child are killed."""
+    UID_LOCKS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for k in range(UID_RANGE):
+        uid = BASE_UID + (slot + k) % UID_RANGE
+        lock = os.open(UID_LOCKS / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            continue
+        try:
+            yield uid
+        finally:
+            os.close(lock)
+        return
+    raise RuntimeError(f"every uid in {BASE_UID}..{BASE_UID + UID_RANGE - 1} is in use by another grader")
+
+
+def _fork_child(request: dict, budget: float) -> tuple[int, tuple[int | None, int | None, bool]]:
+    """Fork a child that runs ``request``; returns its pid and how it ended."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        os._exit(_child_entry(request))
+    os.close(request["events_fd"])
+    return pid, _wait(pid, time.monotonic() + budget)
+
+
+def _spawn_child(request: dict, tmp: str, events_path: Path, budget: float) -> tuple[int, tuple]:
+    """Start a fresh interpreter that runs ``request``; returns its pid and how it ended."""
+    request_path = Path(tmp) / "request.pickle"
+    request_path.write_bytes(pickle.dumps({**request, "events_fd": None}))
+    with open(events_path, "ab") as events:
+        proc = subprocess.Popen([sys.executable, "-m", "grader.sandbox", str(request_path)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, pass_fds=(events.fileno(),),
+                                env={**os.environ, "LLMCOURSE_EVENTS_FD": str(events.fileno())},
+                                start_new_session=True)
+    os.close(request["events_fd"])
+    try:
+        proc.wait(timeout=budget)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        timed_out = True
+    code = proc.returncode
+    return proc.pid, (code if code >= 0 else None, -code if code < 0 else None, timed_out)
+
+
 def run_child(notebook_bytes: bytes, notebook_name: str, tasks: list[Task], limits: Limits,
               isolation: Isolation | None, mode: str = "fork") -> ChildRun:
     """Run ``tasks`` on the functions of a notebook in one child; return its events and how it ended.
 
     ``mode="fork"`` (Linux) forks this process, which has imported torch and the grader already;
     ``mode="spawn"`` starts a fresh interpreter (any platform)."""
-    with tempfile.TemporaryDirectory(prefix="llmcourse-grading-") as tmp:
+    isolate = isolation is not None and isolation.enabled and can_isolate()
+    with tempfile.TemporaryDirectory(prefix="llmcourse-grading-") as tmp, \
+            (_uid_lease(isolation.slot) if isolate else contextlib.nullcontext()) as uid:
         events_path = Path(tmp) / "events.jsonl"
         fd = os.open(events_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         budget = limits.load_timeout_s + limits.cell_timeout_s * len(tasks) * 1.5
         request = {"notebook_bytes": notebook_bytes, "notebook_name": notebook_name, "tasks": tasks,
-                   "limits": limits, "isolation": isolation, "events_fd": fd}
-        uid = BASE_UID + isolation.slot if isolation and isolation.enabled and can_isolate() else None
+                   "limits": limits, "isolation": isolation, "events_fd": fd, "uid": uid}
         if mode == "fork":
-            pid = os.fork()
-            if pid == 0:  # the child: never returns into the caller's code
-                os._exit(_child_entry(request))
-            os.close(fd)
-            exit_code, sig, timed_out = _wait(pid, time.monotonic() + budget)
-            _kill_leftovers(pid, uid)
+            pid, (exit_code, sig, timed_out) = _fork_child(request, budget)
         else:
-            request_path = Path(tmp) / "request.pickle"
-            request_path.write_bytes(pickle.dumps({**request, "events_fd": None}))
-            with open(events_path, "ab") as events:
-                proc = subprocess.Popen([sys.executable, "-m", "grader.sandbox", str(request_path)],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, pass_fds=(events.fileno(),),
-                                        env={**os.environ, "LLMCOURSE_EVENTS_FD": str(events.fileno())},
-                                        start_new_session=True)
-            os.close(fd)
-            try:
-                proc.wait(timeout=budget)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                timed_out = True
-            exit_code = proc.returncode if proc.returncode >= 0 else None
-            sig = -proc.returncode if proc.returncode < 0 else None
-            _kill_leftovers(proc.pid, uid)
+            pid, (exit_code, sig, timed_out) = _spawn_child(request, tmp, events_path, budget)
+        _kill_leftovers(pid, uid)
         events = _read_events(events_path, limit=limits.max_result_bytes * (len(tasks) + 1))
     return ChildRun(events, exit_code, sig, timed_out)
 

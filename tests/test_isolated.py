@@ -112,3 +112,17 @@ def test_cli_on_the_reference_passes(tmp_path):
 def test_cli_unknown_chapter_lists_the_chapters():
     proc = llmcourse("check", "42")
     assert proc.returncode != 0 and "No chapter '42'" in proc.stderr and "02 (self-attention)" in proc.stderr
+
+
+def test_two_children_never_share_a_uid_even_from_two_graders():
+    """Each child leases its uid machine-wide: a second grader (another process) with the same slot gets
+    another uid, so cleaning up after one child cannot kill the other's."""
+    from grader.sandbox import BASE_UID, _uid_lease
+
+    with _uid_lease(3) as first:
+        other = subprocess.run([sys.executable, "-c", "from grader.sandbox import _uid_lease\n"
+                                "with _uid_lease(3) as uid: print(uid)"],
+                               capture_output=True, text=True, check=True, cwd=ROOT)
+        assert first == BASE_UID + 3 and int(other.stdout) != first
+    with _uid_lease(3) as again:
+        assert again == first  # released when the child is done

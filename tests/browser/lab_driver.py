@@ -85,7 +85,17 @@ class Notebook:
             time.sleep(0.5)
         self.wait_idle()
 
-    def save(self) -> None:
-        self.page.keyboard.press("Control+s")
-        self.page.wait_for_function("() => !document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)')"
-                                    "?.classList.contains('jp-mod-dirty')")
+    def save(self, expect: str | None = None, attempts: int = 3) -> None:
+        """Save with Ctrl+S, until the file on disk contains ``expect`` (a keypress can be lost under load)."""
+        for _ in range(attempts):
+            self.cells.first.click()  # focus the notebook, so the shortcut reaches it
+            self.page.keyboard.press("Escape")
+            self.page.keyboard.press("Control+s")
+            self.page.wait_for_function("() => !document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)')"
+                                        "?.classList.contains('jp-mod-dirty')")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if expect is None or expect in (self.server.root / self.path).read_text():
+                    return
+                time.sleep(0.5)
+        raise AssertionError(f"{self.path}: saved {attempts} times, but the file does not contain {expect!r}")
