@@ -1,5 +1,8 @@
 """What every chapter's checks must do (COURSE.md, "One set of checks, three consumers"), shared by
 the tests/test_checks_NN.py files: helpers, and ``ChapterContract``, the tests each chapter inherits.
+
+The ``hidden_dir`` fixture these tests use (run_hidden reads the hidden cases of the module's
+ASSIGNMENT, in ``solutions/<ASSIGNMENT>/``) is in tests/conftest.py.
 """
 
 from pathlib import Path
@@ -8,6 +11,8 @@ import pytest
 import torch
 
 import grader
+import grader.core
+import grader.hidden
 from grader import check
 from grader.notebook import load_definitions
 
@@ -52,13 +57,27 @@ def stub(*args, **kwargs):
     raise NotImplementedError()
 
 
+def loops_forever(*args, **kwargs):
+    while True:
+        pass
+
+
 class ChapterContract:
     """Subclass with ASSIGNMENT and EXERCISES; tests/conftest.py parametrizes ``exercise`` over EXERCISES.
 
-    The module defining the subclass provides a ``reference`` fixture (``load_reference``)."""
+    The module defining the subclass provides a ``reference`` fixture (``load_reference``), and the
+    subclass defines ``hidden_wrong``: a wrong answer to each exercise that its hidden cases must fail.
+    """
 
     ASSIGNMENT: str
     EXERCISES: list[str]
+    # The hidden failure of ``hidden_wrong`` names a mistake ("Likely mistake"); False for a chapter whose
+    # hidden_wrong is fitted to the visible cases (right on them, a constant elsewhere): no mistake to name.
+    HIDDEN_WRONG_NAMES_A_MISTAKE = True
+
+    def hidden_wrong(self, exercise, reference):
+        """A wrong answer to ``exercise`` (a function) that its hidden cases must fail."""
+        raise NotImplementedError(f"{type(self).__module__}.{type(self).__name__} defines no hidden_wrong")
 
     def test_reference_solution_passes(self, reference, exercise):
         result = check(exercise, reference_fn(reference, exercise))
@@ -85,3 +104,35 @@ class ChapterContract:
 
     def test_chapter_has_exactly_these_exercises(self):
         assert [ex.name for ex in grader.exercises_of(self.ASSIGNMENT[:2])] == self.EXERCISES
+
+    def test_endless_loop_times_out(self, monkeypatch, exercise):
+        monkeypatch.setattr(grader.core.get_exercise(exercise), "timeout_s", 1.0)  # restored after the test
+        result = check(exercise, loops_forever)
+        assert not result.passed
+        assert result.status == "failed"
+        assert "timed out" in result.feedback
+        assert "endless loop" in result.feedback
+
+    # ---- hidden checks (run_hidden, as the source notebook's hidden test cells call it)
+
+    def test_hidden_checks_pass_the_reference(self, hidden_dir, reference, exercise, capsys):
+        grader.hidden.run_hidden(exercise, reference_fn(reference, exercise))
+        assert "hidden tests passed" in capsys.readouterr().out
+
+    def test_hidden_checks_on_a_stub_say_not_implemented(self, hidden_dir, exercise):
+        with pytest.raises(AssertionError, match="not implemented yet"):
+            grader.hidden.run_hidden(exercise, stub)
+
+    def test_hidden_checks_fail_a_wrong_answer_without_showing_the_cases(self, hidden_dir, reference, exercise):
+        wrong = self.hidden_wrong(exercise, reference)
+        with pytest.raises(AssertionError) as info:
+            grader.hidden.run_hidden(exercise, wrong)
+        message = str(info.value)
+        assert exercise in message
+        assert "hidden test cases" in message
+        if self.HIDDEN_WRONG_NAMES_A_MISTAKE:
+            assert "Likely mistake" in message
+        labels = [case.label for case in grader.hidden.load_hidden_cases(exercise)]
+        assert labels
+        for label in labels:
+            assert label not in message, f"the hidden case {label!r} is shown: {message}"

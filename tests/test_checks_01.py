@@ -23,10 +23,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from chapter_contract import ChapterContract, assert_fails_naming, load_reference, reference_fn
-from chapter_contract import stub as _stub
 
 import grader
-import grader.core
 import grader.hidden
 from grader import check
 from grader.checks import scale
@@ -50,6 +48,10 @@ def reference():
 class TestChapterContract(ChapterContract):
     ASSIGNMENT = ASSIGNMENT
     EXERCISES = EXERCISES
+    HIDDEN_WRONG_NAMES_A_MISTAKE = False  # a fitted answer returns a constant off the visible cases
+
+    def hidden_wrong(self, exercise, reference):
+        return _fitted(exercise, reference)
 
 
 def test_points():
@@ -556,9 +558,8 @@ def _search_cases_visible_and_hidden():
     return scale.search_cases() + grader.hidden.load_hidden_cases("semantic_search", SOLUTION_DIR)
 
 
-def test_search_cases_have_no_near_ties(monkeypatch):
+def test_search_cases_have_no_near_ties(hidden_dir):
     """Consecutive cosine similarities up to rank k + 1 differ by more than float32 noise."""
-    monkeypatch.setenv(grader.hidden.HIDDEN_ENV, str(SOLUTION_DIR))
     for case in _search_cases_visible_and_hidden():
         query, docs, k = case.args
         ranked = torch.sort(scale.cosine_scores(query, docs), descending=True).values
@@ -610,19 +611,6 @@ def test_points_are_all_or_nothing(name, right, wrong):
     assert check(name, wrong).points == (0, possible)
 
 
-def _loops_forever(*args, **kwargs):
-    while True:
-        pass
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_endless_loop_times_out(monkeypatch, name):
-    monkeypatch.setattr(grader.core.get_exercise(name), "timeout_s", 1.0)  # restored after the test
-    result = check(name, _loops_forever)
-    assert not result.passed
-    assert "timed out" in result.feedback
-
-
 GARBAGE = [
     pytest.param(lambda *a, **k: "hello", "hello", id="a-string"),
     pytest.param(lambda *a, **k: None, "None", id="None"),
@@ -666,21 +654,9 @@ def _fitted(name, reference):
     return fitted
 
 
-@pytest.fixture
-def hidden_dir(monkeypatch):
-    monkeypatch.setenv(grader.hidden.HIDDEN_ENV, str(SOLUTION_DIR))
-    return SOLUTION_DIR
-
-
 @pytest.mark.parametrize("name", EXERCISES)
 def test_fitted_answer_passes_the_visible_check(reference, name):
     assert check(name, _fitted(name, reference)).passed
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_hidden_checks_pass_the_reference(hidden_dir, reference, name, capsys):
-    grader.hidden.run_hidden(name, reference_fn(reference, name))
-    assert "hidden tests passed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", EXERCISES)
@@ -691,25 +667,7 @@ def test_hidden_checks_pass_other_correct_answers(hidden_dir, name, capsys):
     assert "hidden tests passed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", EXERCISES)
-def test_hidden_checks_fail_a_fitted_answer_without_showing_the_cases(hidden_dir, reference, name):
-    with pytest.raises(AssertionError) as info:
-        grader.hidden.run_hidden(name, _fitted(name, reference))
-    message = str(info.value)
-    assert name in message
-    assert "hidden test cases" in message
-    labels = [case.label for case in grader.hidden.load_hidden_cases(name)]
-    assert labels
-    for label in labels:
-        assert label not in message, f"the hidden case {label!r} is shown: {message}"
-
-
 def test_hidden_failure_names_the_mistake(hidden_dir):
     with pytest.raises(AssertionError) as info:
         grader.hidden.run_hidden("training_flops", flops_2nd)
     assert "2 N D counts the forward pass only" in str(info.value)
-
-
-def test_hidden_checks_on_a_stub_say_not_implemented(hidden_dir):
-    with pytest.raises(AssertionError, match="not implemented yet"):
-        grader.hidden.run_hidden("semantic_search", _stub)

@@ -16,7 +16,6 @@ mistakes, so that a mistake the grader models differently from how learners writ
 
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,9 +29,7 @@ import grader.core
 import grader.hidden
 from grader import check
 
-ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "02-self-attention"
-SOLUTION_DIR = ROOT / "solutions" / ASSIGNMENT
 
 EXERCISES = ["softmax", "causal_mask", "scaled_dot_product_attention", "self_attention"]
 
@@ -45,6 +42,9 @@ def reference():
 class TestChapterContract(ChapterContract):
     ASSIGNMENT = ASSIGNMENT
     EXERCISES = EXERCISES
+
+    def hidden_wrong(self, exercise, reference):
+        return HIDDEN_WRONG[exercise]
 
 
 # =============================================================== softmax
@@ -755,21 +755,6 @@ def test_hidden_failure_message_uses_the_same_short_form(hidden_dir):
     assert re.search(r"\(\d+ of \d+ cases\)", message)
 
 
-def _loops_forever(*args, **kwargs):
-    while True:
-        pass
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_endless_loop_times_out(monkeypatch, name):
-    monkeypatch.setattr(grader.core.get_exercise(name), "timeout_s", 1.0)  # restored after the test
-    result = check(name, _loops_forever)
-    assert not result.passed
-    assert result.status == "failed"
-    assert "timed out" in result.feedback
-    assert "endless loop" in result.feedback
-
-
 def test_timeout_is_restored_after_the_monkeypatch():
     assert grader.core.get_exercise("softmax").timeout_s == grader.core.DEFAULT_TIMEOUT_S
 
@@ -837,35 +822,6 @@ HIDDEN_WRONG = {
 }
 
 
-@pytest.fixture
-def hidden_dir(monkeypatch):
-    monkeypatch.setenv(grader.hidden.HIDDEN_ENV, str(SOLUTION_DIR))
-    return SOLUTION_DIR
-
-
-def _hidden_labels(name):
-    return [case.label for case in grader.hidden.load_hidden_cases(name)]
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_hidden_checks_pass_the_reference(hidden_dir, reference, name, capsys):
-    grader.hidden.run_hidden(name, reference_fn(reference, name))
-    assert "hidden tests passed" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_hidden_checks_fail_a_wrong_answer_without_showing_the_cases(hidden_dir, name):
-    with pytest.raises(AssertionError) as info:
-        grader.hidden.run_hidden(name, HIDDEN_WRONG[name])
-    message = str(info.value)
-    assert name in message
-    assert "hidden test cases" in message
-    labels = _hidden_labels(name)
-    assert labels
-    for label in labels:
-        assert label not in message, f"the hidden case {label!r} is shown: {message}"
-
-
 def test_hidden_labels_are_not_shown_even_when_distinctive(hidden_dir):
     with pytest.raises(AssertionError) as info:
         grader.hidden.run_hidden("softmax", softmax_ignores_dim)
@@ -879,9 +835,4 @@ def test_hidden_failure_names_the_mistake(hidden_dir):
     with pytest.raises(AssertionError) as info:
         grader.hidden.run_hidden("scaled_dot_product_attention", sdpa_no_scaling)
     assert "no 1/sqrt(d_k) scaling" in str(info.value)
-
-
-def test_hidden_checks_on_a_stub_say_not_implemented(hidden_dir):
-    with pytest.raises(AssertionError, match="not implemented yet"):
-        grader.hidden.run_hidden("softmax", _stub)
 

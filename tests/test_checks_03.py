@@ -17,24 +17,19 @@ mistakes, so that a mistake the grader models differently from how learners writ
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from chapter_contract import ChapterContract, assert_fails_naming, load_reference, own_layer_norm, reference_fn
-from chapter_contract import stub as _stub
 
 import grader
-import grader.core
 import grader.hidden
 from grader import check
 from grader.checks import blocks
 
-ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "03-multi-head-attention"
-SOLUTION_DIR = ROOT / "solutions" / ASSIGNMENT
 
 EXERCISES = ["split_heads", "merge_heads", "multi_head_attention", "layer_norm", "feed_forward", "bert_layer"]
 NEG_INF = float("-inf")
@@ -48,6 +43,9 @@ def reference():
 class TestChapterContract(ChapterContract):
     ASSIGNMENT = ASSIGNMENT
     EXERCISES = EXERCISES
+
+    def hidden_wrong(self, exercise, reference):
+        return HIDDEN_WRONG[exercise]
 
 
 # =============================================================== split_heads
@@ -944,19 +942,6 @@ def test_checks_are_fast_and_leave_the_random_stream_alone(name, fn):
     assert elapsed < 2.0, f"check({name!r}) took {elapsed:.2f} s"
 
 
-def _loops_forever(*args, **kwargs):
-    while True:
-        pass
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_endless_loop_times_out(monkeypatch, name):
-    monkeypatch.setattr(grader.core.get_exercise(name), "timeout_s", 1.0)  # restored after the test
-    result = check(name, _loops_forever)
-    assert not result.passed
-    assert "timed out" in result.feedback
-
-
 GARBAGE = [
     pytest.param(lambda *a, **k: "hello", "str", id="a-string"),
     pytest.param(lambda *a, **k: None, "None", id="None"),
@@ -1020,40 +1005,10 @@ def fitted_to_the_visible_cases(name):
     return fitted
 
 
-@pytest.fixture
-def hidden_dir(monkeypatch):
-    monkeypatch.setenv(grader.hidden.HIDDEN_ENV, str(SOLUTION_DIR))
-    return SOLUTION_DIR
-
-
-def _hidden_labels(name):
-    return [case.label for case in grader.hidden.load_hidden_cases(name)]
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_hidden_checks_pass_the_reference(hidden_dir, reference, name, capsys):
-    grader.hidden.run_hidden(name, reference_fn(reference, name))
-    assert "hidden tests passed" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize("name", EXERCISES)
 def test_hidden_checks_pass_other_correct_answers(hidden_dir, name, capsys):
     grader.hidden.run_hidden(name, RIGHT[name])
     assert "hidden tests passed" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_hidden_checks_fail_a_wrong_answer_without_showing_the_cases(hidden_dir, name):
-    with pytest.raises(AssertionError) as info:
-        grader.hidden.run_hidden(name, HIDDEN_WRONG[name])
-    message = str(info.value)
-    assert name in message
-    assert "hidden test cases" in message
-    assert "Likely mistake" in message
-    labels = _hidden_labels(name)
-    assert labels
-    for label in labels:
-        assert label not in message, f"the hidden case {label!r} is shown: {message}"
 
 
 @pytest.mark.parametrize("name", EXERCISES)
@@ -1068,8 +1023,3 @@ def test_hidden_split_heads_expects_value_error_too(hidden_dir):
     with pytest.raises(AssertionError) as info:
         grader.hidden.run_hidden("split_heads", split_heads_chunk_no_check)
     assert "D % n_heads" in str(info.value)
-
-
-def test_hidden_checks_on_a_stub_say_not_implemented(hidden_dir):
-    with pytest.raises(AssertionError, match="not implemented yet"):
-        grader.hidden.run_hidden("bert_layer", _stub)

@@ -15,7 +15,6 @@ mistakes, so that a mistake the grader models differently from how learners writ
 """
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,14 +22,11 @@ import torch
 from chapter_contract import ChapterContract, assert_fails_naming, load_reference, reference_fn
 
 import grader
-import grader.core
 import grader.hidden
 from grader import check
 from grader.checks import open_models as checks
 
-ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "10-open-models"
-SOLUTION_DIR = ROOT / "solutions" / ASSIGNMENT
 
 EXERCISES = ["weights_memory_gb", "kv_cache_bytes", "absmax_quantize", "dequantize", "tokenizer_fertility"]
 
@@ -43,6 +39,10 @@ def reference():
 class TestChapterContract(ChapterContract):
     ASSIGNMENT = ASSIGNMENT
     EXERCISES = EXERCISES
+    HIDDEN_WRONG_NAMES_A_MISTAKE = False  # a fitted answer returns a constant off the visible cases
+
+    def hidden_wrong(self, exercise, reference):
+        return _fitted(exercise, reference)
 
 
 def test_points():
@@ -623,19 +623,6 @@ def test_points_are_all_or_nothing(name, right, wrong):
     assert check(name, wrong).points == (0, possible)
 
 
-def _loops_forever(*args, **kwargs):
-    while True:
-        pass
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_endless_loop_times_out(monkeypatch, name):
-    monkeypatch.setattr(grader.core.get_exercise(name), "timeout_s", 1.0)  # restored after the test
-    result = check(name, _loops_forever)
-    assert not result.passed
-    assert "timed out" in result.feedback
-
-
 GARBAGE = [
     pytest.param(lambda *a, **k: "hello", "hello", id="a-string"),
     pytest.param(lambda *a, **k: None, "None", id="None"),
@@ -687,21 +674,9 @@ def _fitted(name, reference):
     return fitted
 
 
-@pytest.fixture
-def hidden_dir(monkeypatch):
-    monkeypatch.setenv(grader.hidden.HIDDEN_ENV, str(SOLUTION_DIR))
-    return SOLUTION_DIR
-
-
 @pytest.mark.parametrize("name", EXERCISES)
 def test_fitted_answer_passes_the_visible_check(reference, name):
     assert check(name, _fitted(name, reference)).passed
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_hidden_checks_pass_the_reference(hidden_dir, reference, name, capsys):
-    grader.hidden.run_hidden(name, reference_fn(reference, name))
-    assert "hidden tests passed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", EXERCISES)
@@ -713,17 +688,6 @@ def test_hidden_checks_pass_other_correct_answers(hidden_dir, name, capsys):
     assert "hidden tests passed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", EXERCISES)
-def test_hidden_checks_fail_a_fitted_answer_without_showing_the_cases(hidden_dir, reference, name):
-    with pytest.raises(AssertionError) as info:
-        grader.hidden.run_hidden(name, _fitted(name, reference))
-    message = str(info.value)
-    assert name in message
-    assert "hidden test cases" in message
-    for case in grader.hidden.load_hidden_cases(name, SOLUTION_DIR):
-        assert case.label not in message
-
-
 def test_hidden_checks_name_the_mistake(hidden_dir):
     with pytest.raises(AssertionError) as info:
         grader.hidden.run_hidden("kv_cache_bytes", kv_only_keys)
@@ -731,5 +695,5 @@ def test_hidden_checks_name_the_mistake(hidden_dir):
 
 
 def test_hidden_fertility_cases_are_other_than_one(hidden_dir):
-    for case in grader.hidden.load_hidden_cases("tokenizer_fertility", SOLUTION_DIR):
+    for case in grader.hidden.load_hidden_cases("tokenizer_fertility", hidden_dir):
         assert checks.fertility(*case.args) != pytest.approx(1.0), case.label
