@@ -54,6 +54,10 @@ ROUNDS = {
     # with the logits at t loses sequence_logprob's 3 and classify_by_likelihood's 3 (it calls sequence_logprob)
     "05-gpt-and-prompting": Round("sequence_logprob", "logprobs[prompt_length - 1:-1]", "logprobs[prompt_length:]",
                                   26, 20, "off by one position"),
+    # mask_tokens 3+2, accuracy 1+1, train_epoch 3+2; dropping optimizer.zero_grad() loses train_epoch's 5
+    # (the payoff cells that fine-tune MiniLM with it are not graded)
+    "04-transfer-learning": Round("train_epoch", "        optimizer.zero_grad()\n", "", 12, 7,
+                                  "optimizer.zero_grad() forgotten"),
 }
 STUDENTS = ("ref", "stub", "wrong")
 # A submission that calls the function its exercise rebuilds: refused in nbgrader too (issue 8). Chapter 02's
