@@ -58,6 +58,10 @@ ROUNDS = {
     # (the payoff cells that fine-tune MiniLM with it are not graded)
     "04-transfer-learning": Round("train_epoch", "        optimizer.zero_grad()\n", "", 12, 7,
                                   "optimizer.zero_grad() forgotten"),
+    # fit_power_law 1+1, chinchilla_loss 1+1, compute_optimal 2+1, fit_chinchilla 3+2; C = N D without the 6 loses
+    # compute_optimal's 3 (the payoff cells that draw the frontier with it are not graded)
+    "08-scaling-laws": Round("compute_optimal", "compute_flops / 6", "compute_flops", 12, 9,
+                             "C = N D without the 6"),
 }
 STUDENTS = ("ref", "stub", "wrong")
 # A submission that calls the function its exercise rebuilds: refused in nbgrader too (issue 8). Chapter 02's
