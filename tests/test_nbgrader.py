@@ -62,6 +62,10 @@ ROUNDS = {
     # compute_optimal's 3 (the payoff cells that draw the frontier with it are not graded)
     "08-scaling-laws": Round("compute_optimal", "compute_flops / 6", "compute_flops", 12, 9,
                              "C = N D without the 6"),
+    # top_k_gating 2+1, moe_forward 3+2, load_balancing_loss 2+1, moe_param_counts 2+1, model_flops_utilization 1+1,
+    # pipeline_bubble_fraction 1+1; gates not renormalised lose top_k_gating's 3 and moe_forward's 5 (it calls it)
+    "07-experts-and-scale": Round("top_k_gating", "gates / gates.sum(dim=-1, keepdim=True), indices",
+                                  "gates, indices", 18, 10, "gates not renormalised"),
 }
 STUDENTS = ("ref", "stub", "wrong")
 # A submission that calls the function its exercise rebuilds: refused in nbgrader too (issue 8). Chapter 02's
