@@ -66,6 +66,9 @@ ROUNDS = {
     # pipeline_bubble_fraction 1+1; gates not renormalised lose top_k_gating's 3 and moe_forward's 5 (it calls it)
     "07-experts-and-scale": Round("top_k_gating", "gates / gates.sum(dim=-1, keepdim=True), indices",
                                   "gates, indices", 18, 10, "gates not renormalised"),
+    # multiple_choice_grade 2+1, exact_match 1+1, extract_final_answer 2+1, chain_of_thought_prompt 1+1; the first
+    # "the answer is" instead of the last loses extract_final_answer's 3 (the payoff cells are not graded)
+    "09-evaluating-llms": Round("extract_final_answer", ".rfind(", ".find(", 10, 7, "instead of the last one"),
 }
 STUDENTS = ("ref", "stub", "wrong")
 # A submission that calls the function its exercise rebuilds: refused in nbgrader too (issue 8). Chapter 02's
