@@ -41,34 +41,34 @@ ROUNDS = {
     # projection loses multi_head_attention's 5 and bert_layer's 5 (it calls multi_head_attention)
     "03-multi-head-attention": Round("multi_head_attention", ' @ p["w_o"].T + p["b_o"]', "", 19, 9,
                                      "no output projection"),
-    # pronoun_log_odds 3+2, weat_effect_size 3+1, training_energy_mwh 1+1, training_emissions_tco2e 1+1; the
-    # population standard deviation loses weat_effect_size's 4 (the payoff cells are not graded)
-    "06-bias-and-cost": Round("weat_effect_size", ".std(correction=1)", ".std(correction=0)", 13, 9,
-                              "population standard deviation"),
-    # weights_memory_gb 1+1, kv_cache_bytes 2+1, absmax_quantize 3+1, dequantize 1+1, tokenizer_fertility 2+1;
-    # dividing by 2^(bits-1) instead of 2^(bits-1) - 1 loses absmax_quantize's 4 (dequantize does not call it)
-    "10-open-models": Round("absmax_quantize", "2 ** (bits - 1) - 1", "2 ** (bits - 1)", 14, 10,
-                            "one level outside the range"),
+    # mask_tokens 3+2, accuracy 1+1, train_epoch 3+2; dropping optimizer.zero_grad() loses train_epoch's 5
+    # (the payoff cells that fine-tune MiniLM with it are not graded)
+    "04-transfer-learning": Round("train_epoch", "        optimizer.zero_grad()\n", "", 12, 7,
+                                  "optimizer.zero_grad() forgotten"),
     # next_token_logprobs 1+1, sequence_logprob 2+1, greedy_decode 2+1, beam_search 3+2, top_k_filter 1+1,
     # top_p_filter 2+1, sample_next_token 2+1, few_shot_prompt 1+1, classify_by_likelihood 2+1; scoring token t
     # with the logits at t loses sequence_logprob's 3 and classify_by_likelihood's 3 (it calls sequence_logprob)
     "05-gpt-and-prompting": Round("sequence_logprob", "logprobs[prompt_length - 1:-1]", "logprobs[prompt_length:]",
                                   26, 20, "off by one position"),
-    # mask_tokens 3+2, accuracy 1+1, train_epoch 3+2; dropping optimizer.zero_grad() loses train_epoch's 5
-    # (the payoff cells that fine-tune MiniLM with it are not graded)
-    "04-transfer-learning": Round("train_epoch", "        optimizer.zero_grad()\n", "", 12, 7,
-                                  "optimizer.zero_grad() forgotten"),
-    # fit_power_law 1+1, chinchilla_loss 1+1, compute_optimal 2+1, fit_chinchilla 3+2; C = N D without the 6 loses
-    # compute_optimal's 3 (the payoff cells that draw the frontier with it are not graded)
-    "08-scaling-laws": Round("compute_optimal", "compute_flops / 6", "compute_flops", 12, 9,
-                             "C = N D without the 6"),
+    # pronoun_log_odds 3+2, weat_effect_size 3+1, training_energy_mwh 1+1, training_emissions_tco2e 1+1; the
+    # population standard deviation loses weat_effect_size's 4 (the payoff cells are not graded)
+    "06-bias-and-cost": Round("weat_effect_size", ".std(correction=1)", ".std(correction=0)", 13, 9,
+                              "population standard deviation"),
     # top_k_gating 2+1, moe_forward 3+2, load_balancing_loss 2+1, moe_param_counts 2+1, model_flops_utilization 1+1,
     # pipeline_bubble_fraction 1+1; gates not renormalised lose top_k_gating's 3 and moe_forward's 5 (it calls it)
     "07-experts-and-scale": Round("top_k_gating", "gates / gates.sum(dim=-1, keepdim=True), indices",
                                   "gates, indices", 18, 10, "gates not renormalised"),
+    # fit_power_law 1+1, chinchilla_loss 1+1, compute_optimal 2+1, fit_chinchilla 3+2; C = N D without the 6 loses
+    # compute_optimal's 3 (the payoff cells that draw the frontier with it are not graded)
+    "08-scaling-laws": Round("compute_optimal", "compute_flops / 6", "compute_flops", 12, 9,
+                             "C = N D without the 6"),
     # multiple_choice_grade 2+1, exact_match 1+1, extract_final_answer 2+1, chain_of_thought_prompt 1+1; the first
     # "the answer is" instead of the last loses extract_final_answer's 3 (the payoff cells are not graded)
     "09-evaluating-llms": Round("extract_final_answer", ".rfind(", ".find(", 10, 7, "instead of the last one"),
+    # weights_memory_gb 1+1, kv_cache_bytes 2+1, absmax_quantize 3+1, dequantize 1+1, tokenizer_fertility 2+1;
+    # dividing by 2^(bits-1) instead of 2^(bits-1) - 1 loses absmax_quantize's 4 (dequantize does not call it)
+    "10-open-models": Round("absmax_quantize", "2 ** (bits - 1) - 1", "2 ** (bits - 1)", 14, 10,
+                            "one level outside the range"),
 }
 STUDENTS = ("ref", "stub", "wrong")
 # A submission that calls the function its exercise rebuilds: refused in nbgrader too (issue 8). Chapter 02's
