@@ -8,7 +8,6 @@ run in another process (see ``grader.isolated``) and only plain values come back
 import copy
 import difflib
 import inspect
-import re
 import signal
 import threading
 import time

@@ -1,7 +1,6 @@
 """The learner's own work folder (llmcourse/workspace.py, `llmcourse start | check | progress`): a copy made
 once, never overwritten, untouched by `git pull` and `make exercises`; `check` and `progress` read it."""
 
-import json
 import os
 import re
 import subprocess

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grader.compare import Mistake, Problem, close, name_mistake, tensor_problem, with_mistake
+from grader.compare import Mistake, Problem, close, tensor_problem, with_mistake
 from grader.core import Case, Exercise, register
 from grader.forbidden import SDPA, SOFTMAX
 from grader.values import TensorData, describe

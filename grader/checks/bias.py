@@ -22,59 +22,10 @@ from torch import nn
 
 from grader.compare import Mistake, Problem
 from grader.core import Case, Exercise, register
+from grader.numbers import is_number, number_problem
 from grader.values import Opaque, TensorData, describe
 
 HE, SHE = " he", " she"
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _ratio(got: float, expected: float) -> str:
-    """How far off a number is, as a factor (1,000 points at a unit slip)."""
-    if expected == 0 or got == 0 or not math.isfinite(got):
-        return ""
-    ratio = got / expected
-    if ratio < 0:
-        return " (the opposite sign)"
-    return f" (yours is {ratio:.4g} times the expected value)" if ratio >= 1 else \
-        f" (yours is 1/{1 / ratio:.4g} of the expected value)"
-
-
-def _scalar_problem(out, expected: float, what: str) -> str | None:
-    """Why ``out`` is not a plain Python number, or None when it is one."""
-    if _is_number(out):
-        return None
-    if isinstance(out, TensorData) and out.array.size == 1:
-        value = float(out.array.item())
-        if math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-6):
-            return f"returned a tensor ({out.dtype}) holding the right number: return a Python float (use .item())"
-        return f"returned a tensor ({out.dtype}) holding {value:.6g}; expected the Python float {expected:.6g}"
-    if isinstance(out, str):
-        return f"returned the string {out!r}: return the {what} as a Python float, not formatted text"
-    if isinstance(out, np.ndarray):
-        return f"returned a NumPy array of shape {out.shape}: return the {what} as a Python float"
-    return f"the {what} should be a Python float; got {describe(out)}"
-
-
-def _number_problem(case: Case, out, expected: float, what: str, unit: str, mistakes: list,
-                    rel_tol: float = 1e-6, abs_tol: float = 0.0) -> str | None:
-    """What is wrong with a returned number, naming the first mistake it matches."""
-    problem = _scalar_problem(out, expected, what)
-    if problem:
-        return problem
-    if math.isclose(out, expected, rel_tol=rel_tol, abs_tol=abs_tol):
-        return None
-    problem = f"returned {out:.6g}; expected {expected:.6g}{unit}{_ratio(out, expected)}"
-    for mistake in mistakes:
-        try:
-            candidate = float(case.call(mistake.make))
-        except Exception:  # that mistake does not apply to this case
-            continue
-        if math.isclose(out, candidate, rel_tol=rel_tol, abs_tol=abs_tol):
-            return Problem(problem, mistake.description)
-    return problem
 
 
 # ---------------------------------------------------------------- a toy tokenizer and causal LM
@@ -441,13 +392,13 @@ def _as_floats(out, n: int):
                       f"(use .tolist())")
     if isinstance(out, np.ndarray):
         return None, "returned a NumPy array: return a list of Python floats, one per prompt (use .tolist())"
-    if _is_number(out):
+    if is_number(out):
         return None, f"returned one number ({out:.6g}): return a list with one float per prompt ({n} here)"
     if not isinstance(out, (list, tuple)):
         return None, f"expected a list of {n} floats, one per prompt; got {describe(out)}"
     if any(isinstance(v, TensorData) for v in out):
         return None, "returned a list of tensors: return Python floats (use .item() on each)"
-    if not all(_is_number(v) for v in out):
+    if not all(is_number(v) for v in out):
         kinds = sorted({v.type_name if isinstance(v, Opaque) else type(v).__name__ for v in out})
         return None, f"returned a list holding {', '.join(kinds)}: return Python floats"
     if len(out) != n:
@@ -466,7 +417,7 @@ def judge_pronoun_log_odds(case: Case, out) -> str | None:
     expected = reference_log_odds(model, tokenizer, prompts)
     values, problem = _as_floats(out, len(prompts))
     if problem:
-        if _is_number(out) and math.isclose(out, float(np.mean(expected)), rel_tol=1e-4, abs_tol=1e-5):
+        if is_number(out) and math.isclose(out, float(np.mean(expected)), rel_tol=1e-4, abs_tol=1e-5):
             return Problem(problem, "returned the mean over the prompts: return one log-odds per prompt, in a list")
         return problem
     if _values_close(values, expected, case.atol, case.rtol):
@@ -627,7 +578,7 @@ def weat_cases() -> list:
 
 def judge_weat(case: Case, out) -> str | None:
     expected = weat_variant(*case.args)
-    return _number_problem(case, out, expected, "effect size", "", weat_mistakes(), rel_tol=case.rtol,
+    return number_problem(case, out, expected, "the effect size", weat_mistakes(), rel_tol=case.rtol,
                            abs_tol=case.atol)
 
 
@@ -690,7 +641,7 @@ def energy_cases() -> list:
 
 def judge_energy(case: Case, out) -> str | None:
     h, w, p = case.args
-    return _number_problem(case, out, h * w * p / WH_PER_MWH, "energy", " MWh", energy_mistakes())
+    return number_problem(case, out, h * w * p / WH_PER_MWH, "the energy", energy_mistakes(), "MWh")
 
 
 register(Exercise(
@@ -727,7 +678,7 @@ def emissions_cases() -> list:
 
 def judge_emissions(case: Case, out) -> str | None:
     e, k = case.args
-    return _number_problem(case, out, e * k, "emissions", " t CO2e", emissions_mistakes())
+    return number_problem(case, out, e * k, "the emissions", emissions_mistakes(), "t CO2e")
 
 
 register(Exercise(

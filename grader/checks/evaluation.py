@@ -8,45 +8,22 @@ format). Every ``Mistake`` is a wrong answer learners write, so that a failing o
 just flagged. All four exercises work on plain Python values (lists, dicts, strings, floats).
 """
 
-import math
 import random
 
 from grader.compare import Mistake, Problem, name_mistake
 from grader.core import Case, Exercise, register
-from grader.values import TensorData, describe
+from grader.numbers import number_problem
+from grader.values import describe
 
 ANSWER_PHRASE = "the answer is"
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _fraction_type_problem(out, expected: float, what: str) -> str | None:
-    """Why ``out`` is not a plain Python number, or None when it is one."""
-    if _is_number(out):
-        return None
-    if isinstance(out, TensorData) and out.array.size == 1:
-        value = float(out.array.item())
-        if math.isclose(value, expected, rel_tol=1e-6, abs_tol=1e-9):
-            return f"returned a tensor ({out.dtype}) holding the right number: return a Python float (use .item())"
-        return f"returned a tensor ({out.dtype}) holding {value:.6g}; expected the Python float {expected:.6g}"
+def _number_problem(case: Case, out, expected: float, what: str, mistakes: list) -> str | None:
+    """What is wrong with a returned fraction, naming the mistake it matches (None when right)."""
     if isinstance(out, (list, tuple)):
         return (f"returned {describe(out)}, one value per example: return one number, the mean over the "
                 f"examples ({what})")
-    if isinstance(out, str):
-        return f"returned the string {out!r}: return {what} as a Python float"
-    return f"{what} should be a Python float; got {describe(out)}"
-
-
-def _number_problem(case: Case, out, expected: float, what: str, mistakes: list) -> str | None:
-    """What is wrong with a returned fraction, naming the mistake it matches (None when right)."""
-    problem = _fraction_type_problem(out, expected, what)
-    if problem:
-        return problem
-    if math.isclose(out, expected, rel_tol=1e-9, abs_tol=1e-12):
-        return None
-    return Problem(f"returned {out:.6g}; expected {expected:.6g}", name_mistake(out, case, mistakes))
+    return number_problem(case, out, expected, what, mistakes, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _first_difference(got: str, want: str) -> str:

@@ -15,11 +15,11 @@ router, so it must reach the router logits through the mean probabilities P_i.
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from grader.compare import Mistake, Problem, close, name_mistake, tensor_problem, with_mistake
+from grader.compare import Mistake, Problem, close, tensor_problem, with_mistake
 from grader.core import Case, Exercise, _changed, register
+from grader.numbers import ratio_hint, scalar_problem
 from grader.values import TensorData, describe
 
 
@@ -440,13 +440,13 @@ PALM_CHIPS = 6144
 
 
 def _number_problem(out, expected: float, what: str, candidates) -> str | None:
-    if isinstance(out, bool) or not isinstance(out, (int, float)):
-        if isinstance(out, TensorData) and out.array.size == 1:
-            return f"returned a tensor holding {out.array.item():.6g}: return a Python float (.item())"
-        return f"expected {what} as a Python float; got {describe(out)}"
+    """What is wrong with a returned fraction, naming the first (description, value) it matches."""
+    problem = scalar_problem(out, expected, what)
+    if problem:
+        return problem
     if math.isclose(out, expected, rel_tol=1e-6):
         return None
-    problem = f"returned {out:.6g}; expected {expected:.6g}"
+    problem = f"returned {out:.6g}; expected {expected:.6g}{ratio_hint(out, expected)}"
     for description, value in candidates:
         if math.isclose(out, value, rel_tol=1e-6):
             return Problem(problem, description)

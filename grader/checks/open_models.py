@@ -23,6 +23,7 @@ import torch
 from grader.compare import Mistake, Problem, close, tensor_problem
 from grader.core import Case, Exercise, register
 from grader.forbidden import QUANTIZE
+from grader.numbers import is_number, number_problem, ratio_hint, scalar_problem
 from grader.values import TensorData, describe
 
 GB = 1e9
@@ -31,52 +32,6 @@ OPT_175B = 175e9
 BLOOM_176B = 176_247_271_424  # BLOOM's model card; equal to a count of its 70 layers of width 14,336
 SMOLLM2_135M = 134_515_008  # sum(p.numel()) of the shipped SmolLM2-135M-Instruct
 TIE_BAND = 1e-4  # |w / scale - (k + 1/2)| below this: float32 noise decides the rounding, either is right
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _ratio(got: float, expected: float) -> str:
-    """How far off a number is, as a factor (a factor of 8 or 1.074 points at the mistake)."""
-    if expected == 0 or got == 0 or not math.isfinite(got):
-        return ""
-    ratio = got / expected
-    return f" (yours is {ratio:.4g} times the expected value)" if ratio >= 1 else \
-        f" (yours is 1/{1 / ratio:.4g} of the expected value)"
-
-
-def _not_a_number(out, expected: float, want: str, what: str) -> str | None:
-    """Why ``out`` is not a plain Python number, or None when it is one."""
-    if _is_number(out):
-        return None
-    if isinstance(out, TensorData) and out.array.size == 1:
-        value = out.array.item()
-        if math.isclose(value, expected, rel_tol=1e-6):
-            return Problem(f"returned a tensor ({out.dtype}) holding the right number",
-                           f"returned a tensor: return a Python {want} (use .item())")
-        return f"returned a tensor ({out.dtype}) holding {value:.6g}: return a Python {want} (use .item())"
-    if isinstance(out, str):
-        return Problem(f"returned the string {out!r}",
-                       f"returned formatted text: return {what} as a Python {want}, not a string")
-    if isinstance(out, np.ndarray):
-        return f"returned a NumPy array of shape {out.shape}: return {what} as a Python {want}"
-    return f"{what} should be a Python {want}; got {describe(out)}"
-
-
-def _number_problem(case: Case, out, expected: float, what: str, unit: str, mistakes: list,
-                    rel_tol: float = 1e-9) -> str | None:
-    """What is wrong with a returned number, naming the mistake it matches (within ``rel_tol``)."""
-    problem = _not_a_number(out, expected, "float", what)
-    if problem:
-        return problem
-    if math.isclose(out, expected, rel_tol=rel_tol, abs_tol=1e-300):
-        return None
-    problem = f"returned {out:.6g}; expected {expected:.6g} {unit}{_ratio(out, expected)}"
-    for mistake in mistakes:
-        if math.isclose(out, case.call(mistake.make), rel_tol=rel_tol, abs_tol=1e-300):
-            return Problem(problem, mistake.description)
-    return problem
 
 
 # ---------------------------------------------------------------- weights_memory_gb
@@ -113,7 +68,7 @@ def weights_memory_cases() -> list:
 
 def judge_weights_memory(case: Case, out) -> str | None:
     n, b = case.args
-    return _number_problem(case, out, n * b / GB, "the memory", "GB", weights_memory_mistakes())
+    return number_problem(case, out, n * b / GB, "the memory", weights_memory_mistakes(), "GB", rel_tol=1e-9)
 
 
 register(Exercise(
@@ -177,12 +132,12 @@ def judge_kv_cache(case: Case, out) -> str | None:
     if isinstance(out, float) and out == expected:
         return Problem(f"returned the float {out:,.1f}: a byte count is an int",
                        "returned a float: the number of bytes is an int (multiply ints, or use int(...))")
-    problem = _not_a_number(out, expected, "int", "the number of bytes")
+    problem = scalar_problem(out, expected, "the number of bytes", "int")
     if problem:
         return problem
     if out == expected:
         return None
-    text = f"returned {out:,.6g}; expected {expected:,} bytes{_ratio(out, expected)}"
+    text = f"returned {out:,.6g}; expected {expected:,} bytes{ratio_hint(out, expected)}"
     for mistake in mistakes:
         if math.isclose(out, case.call(mistake.make), rel_tol=1e-9):
             return Problem(text, mistake.description)
@@ -296,7 +251,7 @@ def _levels_problem(got: np.ndarray, x: np.ndarray, expected: np.ndarray) -> str
 
 def _scale_value(out_scale):
     """The learner's scale as a float, when it is one number (a float, or a one-element tensor)."""
-    if _is_number(out_scale):
+    if is_number(out_scale):
         return float(out_scale)
     if isinstance(out_scale, TensorData) and out_scale.array.size == 1:
         return float(out_scale.array.item())
@@ -377,9 +332,9 @@ def judge_absmax(case: Case, out) -> str | None:
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         return f"return the pair (q, scale); got {describe(out)}"
     q, scale = out
-    if isinstance(scale, TensorData) and _is_number(q):
+    if isinstance(scale, TensorData) and is_number(q):
         return "returned (scale, q): the order is (q, scale)"
-    if not isinstance(q, TensorData) or not (_is_number(scale) or isinstance(scale, TensorData)):
+    if not isinstance(q, TensorData) or not (is_number(scale) or isinstance(scale, TensorData)):
         return (f"return the pair (q, scale), q a torch.int8 tensor and scale a Python float; got "
                 f"{describe(out)}: ({describe(q)}, {describe(scale)})")
     scale_value = _scale_value(scale)
@@ -394,7 +349,7 @@ def judge_absmax(case: Case, out) -> str | None:
     got = q.array.astype(np.float64)
     if not _same_scale(scale_value, expected_scale):
         text = (f"scale is {scale_value:.6g}; expected max|w| / {n} = {expected_scale:.6g}"
-                f"{_ratio(scale_value, expected_scale)}")
+                f"{ratio_hint(scale_value, expected_scale)}")
         return Problem(text, _name_by(absmax_scale_mistakes(bits), case, None, scale_value))
     if isinstance(scale, TensorData):
         return Problem(f"scale is a tensor ({scale.dtype}) holding the right value: return a Python float",
@@ -603,8 +558,8 @@ def fertility_cases() -> list:
 
 def judge_fertility(case: Case, out) -> str | None:
     tokenize, texts = case.args
-    return _number_problem(case, out, fertility(tokenize, texts), "the fertility", "tokens per word",
-                           fertility_mistakes(), rel_tol=1e-9)
+    return number_problem(case, out, fertility(tokenize, texts), "the fertility", fertility_mistakes(),
+                          "tokens per word", rel_tol=1e-9)
 
 
 def explain_fertility_error(case: Case, outcome) -> str | None:

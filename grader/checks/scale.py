@@ -18,6 +18,7 @@ import torch
 
 from grader.compare import Mistake, Problem, name_mistake, with_mistake
 from grader.core import Case, Exercise, register
+from grader.numbers import is_number, number_problem, scalar_problem
 from grader.values import Opaque, TensorData, describe
 
 SECONDS_PER_DAY = 86_400
@@ -26,38 +27,6 @@ GPT3_PARAMS_EXACT = 174_604_259_328  # transformer_param_count(96, 12288, 50257,
 GPT3_FLOPS_PAPER = 3.14e23  # Brown et al. 2020, Table D.1
 A100_PEAK = 312e12  # FLOP/s, fp16/bf16 tensor cores, dense
 V100_PEAK = 125e12
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _scalar_type_problem(out, expected: float, what: str, want: str) -> str | None:
-    """Why ``out`` is not a plain Python number (tensors, arrays, strings), or None when it is one."""
-    if _is_number(out):
-        return None
-    if isinstance(out, TensorData) and out.array.size == 1:
-        value = out.array.item()
-        if math.isclose(value, expected, rel_tol=1e-6):
-            return f"returned a tensor ({out.dtype}) holding the right number: return a Python {want} (use .item())"
-        if out.array.dtype.kind in "iu" and value < expected:
-            return (f"returned an integer tensor ({out.dtype}) holding {value:.4g} instead of {expected:.4g}: "
-                    f"int64 overflows above 9.2e18; compute with Python numbers and return a Python {want}")
-        return f"returned a tensor ({out.dtype}) holding {value:.6g}; expected the Python {want} {expected:.6g}"
-    if isinstance(out, str):
-        return f"returned the string {out!r}: return the {what} as a Python {want}, not formatted text"
-    if isinstance(out, np.ndarray):
-        return f"returned a NumPy array of shape {out.shape}: return the {what} as a Python {want}"
-    return f"{what} should be a Python {want}; got {describe(out)}"
-
-
-def _ratio(got: float, expected: float) -> str:
-    """How far off a number is, as a factor (a factor of 3 or 86,400 points at the mistake)."""
-    if expected == 0 or got == 0 or not math.isfinite(got):
-        return ""
-    ratio = got / expected
-    return f" (yours is {ratio:.4g} times the expected value)" if ratio >= 1 else \
-        f" (yours is 1/{1 / ratio:.4g} of the expected value)"
 
 
 # ---------------------------------------------------------------- transformer_param_count
@@ -165,7 +134,7 @@ def judge_param_count(case: Case, out) -> str | None:
     expected = gpt_param_count(*case.args, **case.kwargs)
     if isinstance(out, float) and out == expected:
         return f"returned the float {out:,.1f}: a parameter count is an int (use // instead of /, or int(...))"
-    problem = _scalar_type_problem(out, expected, "the count", "int")
+    problem = scalar_problem(out, expected, "the count", "int")
     if problem:
         return problem
     if not isinstance(out, int):
@@ -223,23 +192,9 @@ def flops_cases() -> list:
     ]
 
 
-def _number_problem(case: Case, out, expected: float, what: str, unit: str, mistakes) -> str | None:
-    """What is wrong with a returned number, naming the mistake it matches (within a relative 1e-6)."""
-    problem = _scalar_type_problem(out, expected, what, "float")
-    if problem:
-        return problem
-    if math.isclose(out, expected, rel_tol=1e-6):
-        return None
-    problem = f"returned {out:.6g}; expected {expected:.6g} {unit}{_ratio(out, expected)}"
-    for mistake in mistakes:
-        if math.isclose(out, case.call(mistake.make), rel_tol=1e-6):
-            return Problem(problem, mistake.description)
-    return problem
-
-
 def judge_flops(case: Case, out) -> str | None:
     n, d = case.args
-    return _number_problem(case, out, 6 * n * d, "the FLOPs", "FLOPs", flops_mistakes())
+    return number_problem(case, out, 6 * n * d, "the FLOPs", flops_mistakes(), "FLOPs")
 
 
 register(Exercise(
@@ -292,7 +247,7 @@ def days_cases() -> list:
 def judge_days(case: Case, out) -> str | None:
     f, n, peak, u = case.args
     expected = f / (n * peak * u) / SECONDS_PER_DAY
-    return _number_problem(case, out, expected, "the number of days", "days", days_mistakes())
+    return number_problem(case, out, expected, "the number of days", days_mistakes(), "days")
 
 
 register(Exercise(
@@ -385,7 +340,7 @@ def _as_index_list(out):
         return None, f"expected a list of document indices (Python ints); got {describe(out)}"
     if any(isinstance(i, TensorData) for i in out):
         return None, "returned a list of tensors: return Python ints (use indices.tolist())"
-    if all(_is_number(i) for i in out) and not all(isinstance(i, int) for i in out):
+    if all(is_number(i) for i in out) and not all(isinstance(i, int) for i in out):
         return None, None  # floats: judged by value below (similarities?)
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in out):
         kinds = sorted({type(i).__name__ if not isinstance(i, Opaque) else i.type_name for i in out})

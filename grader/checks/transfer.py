@@ -766,7 +766,7 @@ def judge_train_epoch(case: Case, out, observations: dict):
         if all(s == "none" for s in statuses):
             problems.append(("every optimizer.step() saw zero (or no) gradients.", ZERO_BEFORE_STEP))
         elif statuses[0] == "none":
-            problems.append((f"the first optimizer.step() saw no gradient, later ones the wrong one.",
+            problems.append(("the first optimizer.step() saw no gradient, later ones the wrong one.",
                              STEP_BEFORE_BACKWARD))
         elif any(statuses[j] == "accumulated" for j in wrong):
             problems.append((f"the gradient at step {k + 1} was the sum of the gradients of batches 1 to {k + 1}.",

@@ -70,7 +70,7 @@ def test_the_learner_answers_an_exercise_and_reads_the_check_on_the_page(lab, pa
 
 
 def test_nbgrader_validate_button_reports_the_finished_notebook(lab, page, screenshot_dir):
-    work = Notebook(page, lab, f"my-work/{A02}/{A02}.ipynb").open()  # answered by the test above
+    Notebook(page, lab, f"my-work/{A02}/{A02}.ipynb").open()  # answered by the test above
     page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar").get_by_text("Validate", exact=True).click()
     dialog = page.locator(".jp-Dialog")
     dialog.wait_for(timeout=300_000)
