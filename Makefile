@@ -26,7 +26,7 @@ lab: setup
 	$(PY) -m llmcourse.cli lab
 
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=25
 
 course: setup
 	$(PY) -m llmcourse.run_notebooks

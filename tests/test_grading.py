@@ -22,6 +22,7 @@ from hostile_submissions import TOTAL, WRONG_SCORE, corpus, filled, reference_an
 
 from grader.sandbox import Isolation, can_isolate, isolation_report
 
+pytestmark = pytest.mark.xdist_group("grading")  # one worker builds the graded course once
 ROOT = Path(__file__).resolve().parents[1]
 A02, A03 = "02-self-attention", "03-multi-head-attention"
 RESULTS = ("autograded", "feedback", "gradebook.db", "grades.csv", "reports", "submitted", "collected")

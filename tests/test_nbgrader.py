@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.xdist_group("nbgrader")  # one worker grades the ten chapters once
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

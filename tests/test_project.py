@@ -88,3 +88,13 @@ def test_exercises_are_generated_from_solutions(tmp_path):
 def test_kernelspec_of_every_notebook_is_python3():
     for path in NOTEBOOKS:
         assert json.loads(path.read_text())["metadata"]["kernelspec"]["name"] == "python3", path
+
+
+@pytest.mark.xdist_group("grouping-check")
+def test_xdist_keeps_a_group_on_one_worker(request):
+    """`make test` runs `-n 2 --dist loadgroup`: the browser tests and the shared grading fixtures rely on
+    their xdist_group staying on one worker. pytest 9.2 with pytest-xdist 3.8 drops the groups silently
+    (constraints.txt pins pytest below it); this fails if that happens again."""
+    if not getattr(request.config.option, "loadgroup", False):  # set on xdist's workers
+        pytest.skip("not run with -n N --dist loadgroup")
+    assert request.node.nodeid.endswith("@grouping-check"), request.node.nodeid
