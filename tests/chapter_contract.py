@@ -1,12 +1,14 @@
 """What every chapter's checks must do (COURSE.md, "One set of checks, three consumers"), shared by
 the tests/test_checks_NN.py files: helpers, and ``ChapterContract``, the tests each chapter inherits.
 
-The ``hidden_dir`` fixture these tests use (run_hidden reads the hidden cases of the module's
-ASSIGNMENT, in ``solutions/<ASSIGNMENT>/``) is in tests/conftest.py.
+The fixtures these tests use are in tests/conftest.py: ``reference`` (the reference solution of the
+module's ASSIGNMENT) and ``hidden_dir`` (run_hidden reads the hidden cases of the module's ASSIGNMENT, in
+``solutions/<ASSIGNMENT>/``). conftest.py also parametrizes the tests over the class's attributes.
 """
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,11 +64,28 @@ def loops_forever(*args, **kwargs):
         pass
 
 
-class ChapterContract:
-    """Subclass with ASSIGNMENT and EXERCISES; tests/conftest.py parametrizes ``exercise`` over EXERCISES.
+# Answers of the wrong type, with what the feedback must say about them (a phrase, or a tuple of phrases it
+# must all contain). ChapterContract.GARBAGE by default; a chapter adds its own entries (A_LIST, ...).
+DEFAULT_GARBAGE = [
+    pytest.param(lambda *a, **k: "hello", ("str", "hello"), id="a-string"),
+    pytest.param(lambda *a, **k: None, "None", id="None"),
+    pytest.param(lambda *a, **k: np.zeros(3), "NumPy array", id="a-numpy-vector"),
+    pytest.param(lambda *a, **k: np.zeros((3, 3)), "NumPy array", id="a-numpy-array"),
+    pytest.param(lambda *a, **k: object(), "object", id="an-object"),
+]
+# Lists are not in the default: a list of ints is the right type for some exercises (semantic_search,
+# pronoun_log_odds), and an exercise returning a pair unpacks a list ("got 3 values", "got float 1.5").
+A_LIST = pytest.param(lambda *a, **k: [1, 2, 3], "a list of 3", id="a-list")
+A_MIXED_LIST = pytest.param(lambda *a, **k: [1.5, "x"], "list", id="a-mixed-list")
 
-    The module defining the subclass provides a ``reference`` fixture (``load_reference``), and the
-    subclass defines ``hidden_wrong``: a wrong answer to each exercise that its hidden cases must fail.
+
+class ChapterContract:
+    """Subclass with ASSIGNMENT and EXERCISES; tests/conftest.py parametrizes ``exercise`` over EXERCISES,
+    and each test marked ``contract_parametrize(argnames, attribute)`` over the rows of that class attribute.
+
+    The subclass defines ``hidden_wrong``: a wrong answer to each exercise that its hidden cases must fail,
+    and lists NAMED_MISTAKES and ALL_OR_NOTHING; GARBAGE has a default. A row list left empty shows as a
+    skipped test ("got empty parameter set").
     """
 
     ASSIGNMENT: str
@@ -74,6 +93,21 @@ class ChapterContract:
     # The hidden failure of ``hidden_wrong`` names a mistake ("Likely mistake"); False for a chapter whose
     # hidden_wrong is fitted to the visible cases (right on them, a constant elsewhere): no mistake to name.
     HIDDEN_WRONG_NAMES_A_MISTAKE = True
+    # (exercise, wrong answer) rows, or pytest.param with an id: every failing case of these names a mistake
+    NAMED_MISTAKES: list = []
+    # (exercise, right answer, wrong answer) rows: full points for the one, none for the other
+    ALL_OR_NOTHING: list = []
+    # pytest.param(function returning garbage, what the feedback says, id=...), tried on every exercise of
+    # GARBAGE_EXERCISES (None: of EXERCISES)
+    GARBAGE: list = DEFAULT_GARBAGE
+    GARBAGE_EXERCISES: list[str] | None = None
+
+    @classmethod
+    def garbage_cases(cls):
+        """The rows of test_garbage_output_fails_with_a_clear_message: GARBAGE on each of GARBAGE_EXERCISES."""
+        exercises = cls.EXERCISES if cls.GARBAGE_EXERCISES is None else cls.GARBAGE_EXERCISES
+        return [pytest.param(name, *garbage.values, id=f"{garbage.id}-{name}", marks=garbage.marks)
+                for garbage in cls.GARBAGE for name in exercises]
 
     def hidden_wrong(self, exercise, reference):
         """A wrong answer to ``exercise`` (a function) that its hidden cases must fail."""
@@ -112,6 +146,30 @@ class ChapterContract:
         assert result.status == "failed"
         assert "timed out" in result.feedback
         assert "endless loop" in result.feedback
+
+    @pytest.mark.contract_parametrize("name, fn", "NAMED_MISTAKES")
+    def test_every_failing_case_names_a_likely_mistake(self, name, fn):
+        result = check(name, fn)
+        assert not result.passed
+        unnamed = [c.label for c in result.cases if not c.passed and not c.mistake]
+        assert not unnamed, f"no likely mistake named for {unnamed}:\n{result.feedback}"
+
+    @pytest.mark.contract_parametrize("name, right, wrong", "ALL_OR_NOTHING")
+    def test_points_are_all_or_nothing(self, name, right, wrong):
+        possible = grader.get_exercise(name).points
+        assert possible > 0
+        assert check(name, right).points == (possible, possible)
+        assert check(name, wrong).points == (0, possible)
+
+    @pytest.mark.contract_parametrize("name, fn, what", "garbage_cases")
+    def test_garbage_output_fails_with_a_clear_message(self, name, fn, what):
+        result = check(name, fn)
+        assert not result.passed
+        assert result.status == "failed"
+        for phrase in (what,) if isinstance(what, str) else what:
+            assert phrase in result.feedback, result.feedback
+        assert "could not be checked" not in result.feedback, result.feedback
+        assert "Traceback" not in result.feedback
 
     # ---- hidden checks (run_hidden, as the source notebook's hidden test cells call it)
 

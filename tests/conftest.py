@@ -1,4 +1,5 @@
-"""Shared pytest set-up: the chapter contract's ``exercise`` parameter and the ``hidden_dir`` fixture."""
+"""Shared pytest set-up for the chapter contract (tests/chapter_contract.py): its parameters, and the
+``reference`` and ``hidden_dir`` fixtures keyed on the requesting module's ASSIGNMENT."""
 
 from pathlib import Path
 
@@ -7,10 +8,34 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "contract_parametrize(argnames, attribute): parametrize a ChapterContract test over the "
+                   "pytest.param rows of the subclass's attribute (a list, or a classmethod returning one)")
+
+
 def pytest_generate_tests(metafunc):
-    """Parametrize ``exercise`` over the EXERCISES of a ChapterContract subclass."""
-    if "exercise" in metafunc.fixturenames and metafunc.cls is not None and hasattr(metafunc.cls, "EXERCISES"):
-        metafunc.parametrize("exercise", metafunc.cls.EXERCISES)
+    """Parametrize the tests of a ChapterContract subclass: ``exercise`` over its EXERCISES, and a test marked
+    ``contract_parametrize(argnames, attribute)`` over the rows of that attribute of the subclass."""
+    cls = metafunc.cls
+    if cls is None or not hasattr(cls, "EXERCISES"):
+        return
+    if "exercise" in metafunc.fixturenames:
+        metafunc.parametrize("exercise", cls.EXERCISES)
+    for mark in metafunc.definition.iter_markers("contract_parametrize"):
+        argnames, attribute = mark.args
+        rows = getattr(cls, attribute)
+        metafunc.parametrize(argnames, rows() if callable(rows) else rows)
+
+
+@pytest.fixture(scope="module")
+def reference(request):
+    """The reference solution notebook of the requesting module's ASSIGNMENT, loaded once per module."""
+    from chapter_contract import load_reference
+
+    assignment = getattr(request.module, "ASSIGNMENT", None)
+    assert assignment, f"{request.module.__name__} uses reference but defines no ASSIGNMENT"
+    return load_reference(assignment)
 
 
 @pytest.fixture
