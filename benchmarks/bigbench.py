@@ -8,7 +8,7 @@ the multiple_choice_grade with its 95 % Wilson interval, the random baseline and
 guesser falls in, the verdict, and the seconds per example; then two-digit addition with and without a
 chain of thought (exact match); then the total time and the peak memory. Every run is computed afresh,
 unless ``--cached`` reuses the lesson's cached scoring runs (their seconds are those of the run that
-computed them). Set LLMCOURSE_DATA_DIR to read the tasks from a shared copy.
+computed them). The tasks ship with the package (llmcourse/course_data).
 """
 
 import argparse

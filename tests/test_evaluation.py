@@ -2,7 +2,7 @@
 
 Most tests use a tiny random Llama model with the real SmolLM2 tokenizer (fast, and the scoring code
 does not care whether the weights are trained); one test runs the shipped model on a question whose
-answer it knows. Needs LLMCOURSE_DATA_DIR (or the cache) for the BIG-bench files.
+answer it knows. The BIG-bench files ship with the package.
 """
 
 import math
