@@ -71,7 +71,7 @@ def describe(value) -> str:
 
 
 def _encode_array(array: np.ndarray) -> dict:
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array, order="C")  # not ascontiguousarray: it turns a 0-d array (a loss, a sum) into shape (1,)
     return {"dtype": array.dtype.str, "shape": list(array.shape),
             "data": base64.b64encode(array.tobytes()).decode("ascii")}
 

@@ -21,3 +21,11 @@ def test_round_trip_keeps_kinds_dtypes_and_nan():
 def test_object_arrays_are_refused():
     with pytest.raises(ValueError, match="not plain"):
         loads('{"__ndarray__": {"dtype": "|O", "shape": [1], "data": ""}}')
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (1,), (2, 0, 3), (1, 1)])
+def test_every_shape_comes_back_as_it_went(shape):
+    """A 0-d tensor (a loss, a sum) came back as shape (1,) from the grading child, which failed a correct
+    load_balancing_loss in `llmcourse grade` and `llmcourse check` while nbgrader passed it."""
+    back = loads(dumps(to_plain((torch.ones(shape), np.ones(shape)))))
+    assert back[0].shape == shape and back[1].shape == shape
