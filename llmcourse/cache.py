@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,36 +33,93 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+SETTLED_NS = 2_000_000_000  # a modification time this old cannot be shared by a later write (clock ticks are coarse)
+
+
+def _settled_mtime(stat) -> int | None:
+    """The file's modification time if it is old enough to vouch for the content (else None: hash next time)."""
+    return stat.st_mtime_ns if time.time_ns() - stat.st_mtime_ns > SETTLED_NS else None
+
+
 def write_manifest(folder: Path, source: str) -> None:
-    """Record every file's size and hash; written last, so its presence marks a complete copy."""
-    files = {
-        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_of(p)}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"source": source, "files": files}, indent=1))
-    os.replace(tmp, folder / MANIFEST)
+    """Record every file's size, hash and modification time; written last, so its presence marks a complete copy."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            stat = p.stat()
+            files[str(p.relative_to(folder))] = {"size": stat.st_size, "sha256": sha256_of(p),
+                                                 "mtime_ns": _settled_mtime(stat)}
+    _write_json(folder / MANIFEST, {"source": source, "files": files})
 
 
-def verify_manifest(folder: Path) -> str | None:
-    """None when ``folder`` matches its manifest, else a sentence saying what is wrong."""
+def _write_json(path: Path, value) -> None:
+    """Atomically, through a temporary file of this process's own (two processes may write at once)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+def verify_manifest(folder: Path, full: bool = False) -> str | None:
+    """None when ``folder`` matches its manifest, else a sentence saying what is wrong.
+
+    Every file must be there with its recorded size. Its SHA-256 is computed again only when its modification
+    time differs from the recorded one (any write changes it), or always with ``full=True`` (``llmcourse doctor
+    --verify``): a model loads in a fraction of a second instead of hashing 0.5 GB each time. A file found
+    intact after its time changed (a copied cache, a file written moments ago) gets its time recorded once
+    that time is old enough that no later write can share it.
+    """
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return f"{folder} has no {MANIFEST} (an interrupted download or conversion)"
     try:
-        files = json.loads(manifest.read_text())["files"]
+        record = json.loads(manifest.read_text())
+        files = record["files"]
     except (ValueError, KeyError) as err:
         return f"{manifest} is unreadable ({err})"
+    retimed = False
     for name, want in files.items():
         path = folder / name
         if not path.is_file():
             return f"{path} is missing"
-        if path.stat().st_size != want["size"]:
-            return f"{path} has {path.stat().st_size} bytes, expected {want['size']} (truncated or corrupt)"
-        if sha256_of(path) != want["sha256"]:
-            return f"{path} does not match its recorded SHA-256 (corrupt)"
+        stat = path.stat()
+        if stat.st_size != want["size"]:
+            return f"{path} has {stat.st_size} bytes, expected {want['size']} (truncated or corrupt)"
+        if full or stat.st_mtime_ns != want.get("mtime_ns"):
+            if sha256_of(path) != want["sha256"]:
+                return f"{path} does not match its recorded SHA-256 (corrupt)"
+            settled = _settled_mtime(stat)
+            retimed |= settled != want.get("mtime_ns")
+            want["mtime_ns"] = settled
+    if retimed:
+        try:
+            _write_json(manifest, record)
+        except OSError:  # a read-only cache: it is verified again next time
+            pass
     return None
+
+
+def known_sha256(path: Path) -> str:
+    """``sha256_of(path)``, remembered in the cache by the file's path, size and modification time, so a large
+    file that does not change is hashed once (the GGUF that names SmolLM2's converted folder)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo_path = cache_dir() / "sha256-memo.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if isinstance(memo.get(key), str):
+        return memo[key]
+    digest = sha256_of(path)
+    if _settled_mtime(stat) is not None:
+        memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|")}  # older versions of this file
+        memo[key] = digest
+        try:
+            _write_json(memo_path, memo)
+        except OSError:  # a read-only cache: hashed again next time
+            pass
+    return digest
 
 
 def atomic_folder(final: Path):

@@ -25,14 +25,16 @@ def _size(n_bytes: int) -> str:
     return f"{n_bytes / 1e6:,.1f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:,.0f} kB"
 
 
-def report() -> tuple[list[str], bool]:
-    """The lines of the report, and whether the course can run offline."""
+def report(verify: bool = False) -> tuple[list[str], bool]:
+    """The lines of the report, and whether the course can run offline (``verify``: hash every cached file)."""
     lines = ["Software", f"  {'Python':<26} {sys.version.split()[0]}"]
     versions = {p: _version(p) for p in PACKAGES}
     lines += [f"  {p:<26} {v}" for p, v in versions.items()]
     lines += ["", "Devices", f"  {describe_devices()}; lessons run on: {pick_device()}", "",
-              "Models and data", f"  {'name':<44} {'state':<8} {'size':>10}  where"]
-    found = assets()
+              "Models and data " + ("(every file hashed again)" if verify else
+                                    "(cached files checked by size and time; --verify hashes them all)"),
+              f"  {'name':<44} {'state':<8} {'size':>10}  where"]
+    found = assets(full=verify)
     for asset in found:
         state = "ok" if asset.path else "MISSING"
         where = str(asset.path) if asset.path else asset.problem
@@ -51,7 +53,7 @@ def report() -> tuple[list[str], bool]:
     return lines, ready
 
 
-def main() -> int:
-    lines, ready = report()
+def main(verify: bool = False) -> int:
+    lines, ready = report(verify)
     print("\n".join(lines))
     return 0 if ready else 1

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmcourse.cache import (CacheError, atomic_folder, cache_dir, commit_folder, ensured_folder, sha256_of,
+from llmcourse.cache import (CacheError, atomic_folder, cache_dir, commit_folder, ensured_folder, known_sha256,
                              verify_manifest, write_manifest)
 from llmcourse.device import pick_device
 from llmcourse.fetch import FetchError, fetch_package_files
@@ -59,10 +59,11 @@ class ShippedModel:
     def cache_folder(self) -> Path:
         return cache_dir("models") / self.name
 
-    def cached_problem(self) -> str | None:
-        """None when the cache holds a verified copy, else what is wrong (for ``llmcourse doctor``)."""
+    def cached_problem(self, full: bool = False) -> str | None:
+        """None when the cache holds a verified copy, else what is wrong (for ``llmcourse doctor``; ``full``
+        hashes every file again)."""
         folder = self.cache_folder()
-        return verify_manifest(folder) if folder.exists() else "not fetched yet"
+        return verify_manifest(folder, full) if folder.exists() else "not fetched yet"
 
     def folder(self) -> Path:
         """A verified local folder: an installed package, else the cache, else fetched into the cache."""
@@ -83,8 +84,9 @@ class ShippedModel:
         return self.installed_folder() or (self.cache_folder() if self.cached_problem() is None else None)
 
     def converted_path(self, gguf: Path) -> Path:
-        """Where the safetensors copy of ``gguf`` lives: keyed by its hash, so a new GGUF is converted anew."""
-        return cache_dir("models") / f"{self.name}-{sha256_of(gguf)[:16]}"
+        """Where the safetensors copy of ``gguf`` lives: keyed by its hash (computed once per file version), so a
+        new GGUF is converted anew."""
+        return cache_dir("models") / f"{self.name}-{known_sha256(gguf)[:16]}"
 
     def converted_folder(self) -> Path:
         """A verified safetensors copy of the GGUF model, converted once and keyed by the GGUF's hash."""

@@ -1,5 +1,6 @@
 """`llmcourse doctor` and `llmcourse fetch`: what the course needs offline, and the one command that fixes it."""
 
+import os
 import subprocess
 import sys
 
@@ -20,6 +21,24 @@ def test_doctor_is_green_after_set_up(monkeypatch):
         assert line in out, f"{line!r} missing from:\n{out}"
 
 
+def test_doctor_verify_hashes_every_cached_file_again(tmp_path, monkeypatch):
+    """`llmcourse doctor` trusts a cached file by size and modification time; `--verify` hashes it again."""
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    shakespeare = data.SHAKESPEARE
+    folder = shakespeare.cache_folder()
+    folder.mkdir(parents=True)
+    (folder / "hamlet_gut.txt").write_text("To be, or not to be")
+    long_ago = 10**18
+    os.utime(folder / "hamlet_gut.txt", ns=(long_ago, long_ago))
+    cache.write_manifest(folder, shakespeare.requirement)
+    (folder / "hamlet_gut.txt").write_text("To be, or not to go")  # bit rot that keeps size and time
+    os.utime(folder / "hamlet_gut.txt", ns=(long_ago, long_ago))
+    rows = lambda lines: [line for line in lines if line.strip().startswith("shakespeare")]  # noqa: E731
+    assert " ok " in rows(doctor.report()[0])[0]
+    (row,) = rows(doctor.report(verify=True)[0])
+    assert "MISSING" in row and "SHA-256" in row
+
+
 def test_doctor_names_the_fix_when_nothing_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
@@ -34,9 +53,9 @@ def test_doctor_names_the_fix_when_nothing_is_cached(tmp_path, monkeypatch):
 
 
 def test_doctor_exit_code_follows_readiness(monkeypatch, capsys):
-    monkeypatch.setattr(doctor, "report", lambda: (["Not ready"], False))
+    monkeypatch.setattr(doctor, "report", lambda verify: (["Not ready"], False))
     assert doctor.main() == 1
-    monkeypatch.setattr(doctor, "report", lambda: (["Ready"], True))
+    monkeypatch.setattr(doctor, "report", lambda verify: (["Ready"], True))
     assert doctor.main() == 0
 
 

@@ -1,6 +1,9 @@
 """The encoder loader: offline default, the same path for folders, clear errors, a verified cache."""
 
+import hashlib
+import os
 import shutil
+import time
 
 import pytest
 import torch
@@ -64,6 +67,51 @@ def test_manifest_detects_truncated_and_corrupt_files(tmp_path):
     assert "truncated" in cache.verify_manifest(tmp_path)
     (tmp_path / "weights.bin").write_bytes(b"y" * 1000)
     assert "SHA-256" in cache.verify_manifest(tmp_path)
+
+
+def test_a_settled_file_is_trusted_by_size_and_time_and_hashed_on_request(tmp_path, monkeypatch):
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"x" * 1000)
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    os.utime(weights, ns=(an_hour_ago, an_hour_ago))
+    cache.write_manifest(tmp_path, "test")
+    real_sha256 = cache.sha256_of
+    monkeypatch.setattr(cache, "sha256_of", lambda path: pytest.fail(f"hashed {path} again"))
+    assert cache.verify_manifest(tmp_path) is None  # size and time vouch for it: no hashing
+    weights.write_bytes(b"y" * 1000)  # same size, new time: hashed, and caught
+    monkeypatch.setattr(cache, "sha256_of", real_sha256)
+    assert "SHA-256" in cache.verify_manifest(tmp_path)
+    os.utime(weights, ns=(an_hour_ago, an_hour_ago))  # bit rot that keeps the time: only a full check sees it
+    assert cache.verify_manifest(tmp_path) is None
+    assert "SHA-256" in cache.verify_manifest(tmp_path, full=True)
+
+
+def test_a_copied_cache_is_hashed_once_then_trusted(tmp_path, monkeypatch):
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    (original / "weights.bin").write_bytes(b"x" * 1000)
+    cache.write_manifest(original, "test")
+    shutil.copytree(original, copy)  # new modification times
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    os.utime(copy / "weights.bin", ns=(an_hour_ago, an_hour_ago))
+    assert cache.verify_manifest(copy) is None  # hashed: the time changed
+    monkeypatch.setattr(cache, "sha256_of", lambda path: pytest.fail(f"hashed {path} again"))
+    assert cache.verify_manifest(copy) is None  # the new time was recorded
+
+
+def test_a_large_file_is_hashed_once_per_version(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"weights")
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    os.utime(gguf, ns=(an_hour_ago, an_hour_ago))
+    hashed = []
+    real_sha256 = cache.sha256_of
+    monkeypatch.setattr(cache, "sha256_of", lambda path: hashed.append(path) or real_sha256(path))
+    first = cache.known_sha256(gguf)
+    assert cache.known_sha256(gguf) == first == hashlib.sha256(b"weights").hexdigest() and len(hashed) == 1
+    gguf.write_bytes(b"other weights")  # a new version: hashed again
+    assert cache.known_sha256(gguf) == hashlib.sha256(b"other weights").hexdigest() and len(hashed) == 2
 
 
 def test_a_corrupt_cached_model_is_fetched_again(tmp_path, monkeypatch):
