@@ -20,8 +20,6 @@ import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import nbformat
-
 from grader import values
 from grader.core import Outcome, exercises_of, get_exercise, verdict
 from grader.hidden import hidden_summary
@@ -98,6 +96,8 @@ def graded_cells(source_nb) -> dict[str, float]:
 
 def read_submission(data: bytes) -> tuple[object | None, str | None]:
     """(notebook, None), or (None, why it cannot be read)."""
+    import nbformat
+
     if not data.strip():
         return None, "the file is empty"
     try:
@@ -186,6 +186,8 @@ def warm_imports(release) -> None:
     import ast
     import os
 
+    import nbformat
+
     from grader.notebook import definition_cells
 
     key = hashlib.sha256(nbformat.writes(release).encode()).hexdigest()
@@ -260,6 +262,8 @@ def cell_score(grade_id: str, possible: float, result: CheckResult, hidden: bool
 
 def grade_submission(job: GradeJob, slot: int = 0) -> dict:
     """Grade one submission (see the module docstring); returns ``SubmissionResult.to_dict()``."""
+    import nbformat
+
     start = time.perf_counter()
     chapter = job.assignment[:2]
     source = nbformat.reads(job.source_notebook, as_version=4)

@@ -35,8 +35,10 @@ def _prepare_process() -> None:
     import nbformat
     import torch
 
-    import grader.checks  # noqa: F401  (registers every chapter's checks)
     import grader.notebook  # noqa: F401  (imported here, inherited by the forked children)
+    from grader.checks import register_all
+
+    register_all()
 
     torch.set_num_threads(1)  # no OpenMP pool before fork(): children are forked from this process
     try:

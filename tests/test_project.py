@@ -7,11 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 
 from grader.core import exercises_of
 
@@ -98,3 +98,52 @@ def test_xdist_keeps_a_group_on_one_worker(request):
     if not getattr(request.config.option, "loadgroup", False):  # set on xdist's workers
         pytest.skip("not run with -n N --dist loadgroup")
     assert request.node.nodeid.endswith("@grouping-check"), request.node.nodeid
+
+
+def test_the_wheel_carries_the_shipped_data_with_licence_and_notice(tmp_path):
+    """An editable install reads llmcourse/course_data from the clone and would hide missing package data:
+    build the wheel itself and find every shipped file in it, byte for byte."""
+    import hashlib
+    import importlib.util
+    import zipfile
+
+    from llmcourse import data
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source)
+    for package in ("llmcourse", "grader"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", *isolation,
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("llmcourse-*.whl")
+    prefix = f"llmcourse/{data.SHIPPED_DATA}/"
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = {name.removeprefix(prefix): zf.read(name) for name in zf.namelist() if name.startswith(prefix)}
+    sums = data.shipped_sums()
+    assert {"bigbench/LICENSE", "bigbench/NOTICE", "chinchilla/CITATION", data.SUMS_FILE} <= set(shipped)
+    assert {f"bigbench/{t}/task.json" for t in data.COURSE_BIGBENCH_TASKS} | {data.CHINCHILLA_FILE} <= set(sums)
+    missing = sorted(set(sums) - set(shipped))
+    assert not missing, f"the wheel lacks {missing}: see [tool.setuptools.package-data] in pyproject.toml"
+    changed = [name for name, digest in sums.items() if hashlib.sha256(shipped[name]).hexdigest() != digest]
+    assert not changed
+
+
+def test_checking_a_chapter_imports_that_chapters_checks_only():
+    """`llmcourse check 02` pays for chapter 02's checks (and torch), not for all ten chapters' nor nbformat's
+    schema validator; every exercise belongs to the module grader.checks.CHAPTERS names for its chapter."""
+    probe = ("import sys\nfrom grader.core import exercises_of, get_exercise\nfrom grader.notebook import read_notebook\n"
+             "read_notebook('exercises/02-self-attention/02-self-attention.ipynb')\n"
+             "names = [ex.name for ex in exercises_of('02')]\nassert [get_exercise(n).name for n in names] == names\n"
+             "print(sorted(m for m in sys.modules if m.startswith('grader.checks.')), 'nbformat' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["['grader.checks.attention']", "False"], out
+    from grader.checks import CHAPTERS, register_all
+    from grader.core import REGISTRY
+
+    register_all()
+    assert {ex.chapter for ex in REGISTRY.values()} == set(CHAPTERS)
+    for exercise in REGISTRY.values():
+        assert exercise.judge.__module__ == f"grader.checks.{CHAPTERS[exercise.chapter]}", exercise.name
