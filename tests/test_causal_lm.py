@@ -56,16 +56,24 @@ def private_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_a_corrupt_converted_model_is_detected_and_rebuilt(private_cache, capsys):
-    folder = SMOLLM2.converted_folder()  # a real conversion from the GGUF
-    assert folder.name.startswith("SmolLM2-135M-Instruct-") and cache.verify_manifest(folder) is None
+@pytest.fixture(scope="module")
+def user_converted():
+    """The user cache's converted model (set up by `make`), to copy instead of converting twice."""
+    return SMOLLM2.converted_folder()
+
+
+def test_a_corrupt_converted_model_is_detected_and_rebuilt(user_converted, private_cache, capsys):
+    folder = SMOLLM2.converted_path(SMOLLM2.folder() / SMOLLM2.gguf_file)
+    assert folder.name == user_converted.name and folder != user_converted
+    shutil.copytree(user_converted, folder)
+    assert SMOLLM2.converted_folder() == folder and cache.verify_manifest(folder) is None
     weights = folder / "model.safetensors"
     with open(weights, "r+b") as f:  # flip bytes in the middle: same size, wrong content
         f.seek(weights.stat().st_size // 2)
         f.write(b"\x00garbage\x00")
     assert "SHA-256" in cache.verify_manifest(folder)
     capsys.readouterr()
-    assert SMOLLM2.converted_folder() == folder
+    assert SMOLLM2.converted_folder() == folder  # a real conversion from the GGUF
     assert "broken" in capsys.readouterr().err and cache.verify_manifest(folder) is None
     tokenizer, model = load_causal_lm(str(folder))  # a local folder goes through the same loader
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids

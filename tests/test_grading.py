@@ -8,16 +8,14 @@ grades as the local pool.
 import csv
 import hashlib
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
+import course_tools
 import nbformat
 import pytest
+from course_tools import llmcourse
 from hostile_submissions import TOTAL, WRONG_SCORE, corpus, filled, reference_answers
 
 from grader.sandbox import Isolation, can_isolate, isolation_report
@@ -30,22 +28,8 @@ needs_isolation = pytest.mark.skipif(not can_isolate(), reason="hostile submissi
                                                                "Linux (namespaces, a separate uid)")
 
 
-def llmcourse(course: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run([sys.executable, "-m", "llmcourse.cli", "grade", *args], cwd=course, env=env,
-                          capture_output=True, text=True, timeout=900)
-    if check:
-        assert proc.returncode == 0, f"llmcourse grade {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 def new_course(tmp: Path, assignments=(A02,)) -> Path:
-    course = tmp / "course"
-    (course / "solutions").mkdir(parents=True)
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    for assignment in assignments:
-        shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment)
-    return course
+    return course_tools.new_course(tmp, assignments)
 
 
 def snapshot(course: Path) -> dict[str, str]:

@@ -1,4 +1,11 @@
-"""The nbgrader round trip in a temporary course: release, submit, autograde, feedback, export."""
+"""The grading round trip of every chapter: release, submit, autograde, feedback, export.
+
+Every chapter goes through `llmcourse grade` (the learner's functions in a sandboxed child, the verdicts in the
+grader); one chapter also goes end to end through plain `nbgrader autograde`, which executes whole notebooks,
+and both must give the same scores. Each chapter proves: the release holds no solution or hidden test; the
+reference gets full marks, the stub 0, a named wrong answer exact partial marks; feedback shows no hidden case
+but names the mistake; where the chapter forbids a library function, a submission that calls it is refused.
+"""
 
 import csv
 import json
@@ -12,6 +19,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from course_tools import llmcourse, new_course
+
+from grader.core import get_exercise
 
 pytestmark = pytest.mark.xdist_group("nbgrader")  # one worker grades the ten chapters once
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,10 +82,23 @@ ROUNDS = {
                             "one level outside the range"),
 }
 STUDENTS = ("ref", "stub", "wrong")
-# A submission that calls the function its exercise rebuilds: refused in nbgrader too (issue 8). Chapter 02's
-# softmax through torch.softmax loses softmax's 3 points, and attention's 5 and self_attention's 3, which call it.
-FORBIDDEN = {"02-self-attention": ("softmax", "def softmax(x, dim=-1):\n    return torch.softmax(x, dim=dim)", 2.0,
-                                   "calls `torch.softmax`")}
+# A submission that calls the function its exercise rebuilds is refused, in both graders. Chapter 02's softmax through
+# torch.softmax loses softmax's 3 points, and attention's 5 and self_attention's 3, which call it: 2 of 13 remain.
+# The others: (grade_id, answer, what the feedback names); the exercise's visible and hidden cells score 0.
+FORBIDDEN = {
+    "02-self-attention": ("softmax", "def softmax(x, dim=-1):\n    return torch.softmax(x, dim=dim)", "calls `torch.softmax`"),
+    "03-multi-head-attention": ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    return "
+                                "torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)", "calls `F.layer_norm`"),
+    "05-gpt-and-prompting": ("top_k_filter", "def top_k_filter(logits, k):\n    from transformers import TopKLogitsWarper\n"
+                             "    return TopKLogitsWarper(k)(None, logits)", "calls `TopKLogitsWarper`"),
+    "10-open-models": ("absmax_quantize", "def absmax_quantize(w, bits=8):\n    scale = w.abs().max().item() / "
+                       "(2 ** (bits - 1) - 1)\n    return torch.quantize_per_tensor(w, scale, 0, torch.qint8).int_repr(), "
+                       "scale", "calls `torch.quantize_per_tensor`"),
+}
+FORBIDDEN_02_SCORE = 2.0
+# Plain `nbgrader autograde` (it executes every cell of each notebook) grades this chapter end to end;
+# `llmcourse grade` grades every chapter, this one included, and the two must agree on every score.
+NBGRADER_CHAPTER = "02-self-attention"
 
 
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
@@ -93,41 +116,71 @@ def solution_code(source_nb) -> dict[str, str]:
             for c in source_nb.cells if c.metadata.get("nbgrader", {}).get("solution")}
 
 
-def submit(course: Path, student: str, assignment: str, release_nb, answers: dict[str, str]) -> None:
-    nb = nbformat.from_dict(json.loads(json.dumps(release_nb)))  # a deep copy
-    for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in answers:
-            cell.source = answers[grade_id]
-    folder = course / "submitted" / student / assignment
-    folder.mkdir(parents=True)
-    nbformat.write(nb, folder / f"{assignment}.ipynb")
+def submissions(assignment: str, release_nb, source_nb) -> dict[str, nbformat.NotebookNode]:
+    """student -> notebook: the reference answers, the untouched stub, the round's wrong answer, and (where the
+    chapter forbids something) an answer that calls the forbidden function."""
+    reference = solution_code(source_nb)
+    spec = ROUNDS[assignment]
+    wrong = reference[spec.grade_id].replace(spec.old, spec.new)
+    assert wrong != reference[spec.grade_id], f"{assignment}: the wrong submission's edit does not apply"
+    answers = {"ref": reference, "stub": {}, "wrong": {**reference, spec.grade_id: wrong}}
+    if assignment in FORBIDDEN:
+        grade_id, answer, _ = FORBIDDEN[assignment]
+        answers["forbidden"] = {**reference, grade_id: answer}
+    filled = {}
+    for student, by_cell in answers.items():
+        nb = nbformat.from_dict(json.loads(json.dumps(release_nb)))  # a deep copy
+        for cell in nb.cells:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id in by_cell:
+                cell.source = by_cell[grade_id]
+        filled[student] = nb
+    return filled
+
+
+def read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+@pytest.fixture(scope="module")
+def nbgrader_course(tmp_path_factory):
+    """NBGRADER_CHAPTER released, submitted, autograded, fed back and exported with nbgrader's own commands."""
+    course = tmp_path_factory.mktemp("nbgrader") / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    assignment = NBGRADER_CHAPTER
+    shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment)
+    nbgrader(course, "generate_assignment", assignment, "--force")
+    source = read(course / "solutions" / assignment / f"{assignment}.ipynb")
+    for student, nb in submissions(assignment, read(course / "exercises" / assignment / f"{assignment}.ipynb"),
+                                   source).items():
+        nbgrader(course, "db", "student", "add", student)
+        folder = course / "submitted" / student / assignment
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / f"{assignment}.ipynb")
+    nbgrader(course, "autograde", assignment)
+    nbgrader(course, "generate_feedback", assignment)
+    nbgrader(course, "export")
+    return course
 
 
 @pytest.fixture(scope="module")
 def graded_course(tmp_path_factory):
-    """A temporary course that releases, grades and exports every assignment of ROUNDS."""
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    for student in (*STUDENTS, "forbidden"):
-        nbgrader(course, "db", "student", "add", student)
-    for assignment, spec in ROUNDS.items():
-        shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment)
-        nbgrader(course, "generate_assignment", assignment, "--force")
-        release = nbformat.read(course / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
-        source = nbformat.read(course / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
-        reference = solution_code(source)
-        wrong = reference[spec.grade_id].replace(spec.old, spec.new)
-        assert wrong != reference[spec.grade_id], f"{assignment}: the wrong submission's edit does not apply"
-        submit(course, "ref", assignment, release, reference)
-        submit(course, "stub", assignment, release, {})
-        submit(course, "wrong", assignment, release, {**reference, spec.grade_id: wrong})
-        if assignment in FORBIDDEN:
-            grade_id, answer, _, _ = FORBIDDEN[assignment]
-            submit(course, "forbidden", assignment, release, {**reference, grade_id: answer})
-        nbgrader(course, "autograde", assignment)
-        nbgrader(course, "generate_feedback", assignment)
-    nbgrader(course, "export")
+    """Every assignment of ROUNDS through `llmcourse grade`: release, collect, autograde, feedback, export."""
+    tmp = tmp_path_factory.mktemp("llmcourse-grade")
+    course = new_course(tmp, ROUNDS)
+    for assignment in ROUNDS:
+        llmcourse(course, "release", assignment)
+        source = read(course / "solutions" / assignment / f"{assignment}.ipynb")
+        inbox = tmp / "inbox" / assignment
+        inbox.mkdir(parents=True)
+        for student, nb in submissions(assignment, read(course / "exercises" / assignment / f"{assignment}.ipynb"),
+                                       source).items():
+            nbformat.write(nb, inbox / f"{student}.ipynb")
+        llmcourse(course, "collect", assignment, str(inbox))
+        llmcourse(course, "autograde", assignment, "--workers", "1")
+        llmcourse(course, "feedback", assignment)
+    llmcourse(course, "export", "--out", "grades.csv")
     return course
 
 
@@ -141,42 +194,66 @@ def feedback(course: Path, student: str, assignment: str) -> str:
     return (course / "feedback" / student / assignment / f"{assignment}.html").read_text()
 
 
-@pytest.mark.parametrize("assignment", ROUNDS)
-def test_release_has_no_solutions_or_hidden_tests(graded_course, assignment):
-    release_dir = graded_course / "exercises" / assignment
-    text = (release_dir / f"{assignment}.ipynb").read_text()
-    assert "raise NotImplementedError()" in text
-    assert "BEGIN SOLUTION" not in text and "run_hidden" not in text
-    assert not (release_dir / "hidden_checks.py").exists()
+def both(request, assignment: str) -> list[Path]:
+    """The graded courses that hold ``assignment``: `llmcourse grade`'s, and nbgrader's for its chapter."""
+    courses = [request.getfixturevalue("graded_course")]
+    return courses + [request.getfixturevalue("nbgrader_course")] if assignment == NBGRADER_CHAPTER else courses
 
 
 @pytest.mark.parametrize("assignment", ROUNDS)
-def test_scores_full_zero_and_exact_partial(graded_course, assignment):
-    got, spec = scores(graded_course), ROUNDS[assignment]
-    assert got[assignment, "ref"] == (spec.total, spec.total)
-    assert got[assignment, "stub"] == (0.0, spec.total)
-    assert got[assignment, "wrong"] == (spec.wrong_score, spec.total)
+def test_release_has_no_solutions_or_hidden_tests(request, assignment):
+    for course in both(request, assignment):
+        release_dir = course / "exercises" / assignment
+        text = (release_dir / f"{assignment}.ipynb").read_text()
+        assert "raise NotImplementedError()" in text
+        assert "BEGIN SOLUTION" not in text and "run_hidden" not in text
+        assert not (release_dir / "hidden_checks.py").exists()
 
 
 @pytest.mark.parametrize("assignment", ROUNDS)
-def test_feedback_hides_the_hidden_tests(graded_course, assignment):
+def test_scores_full_zero_and_exact_partial(request, assignment):
+    spec = ROUNDS[assignment]
+    for course in both(request, assignment):
+        got = scores(course)
+        assert got[assignment, "ref"] == (spec.total, spec.total)
+        assert got[assignment, "stub"] == (0.0, spec.total)
+        assert got[assignment, "wrong"] == (spec.wrong_score, spec.total)
+
+
+def test_nbgrader_and_llmcourse_grade_give_the_same_scores(nbgrader_course, graded_course):
+    """The two graders share the verdicts: nbgrader's test cells and `llmcourse grade` call the same checks."""
+    by_nbgrader = {key: value for key, value in scores(nbgrader_course).items() if key[0] == NBGRADER_CHAPTER}
+    by_llmcourse = {key: value for key, value in scores(graded_course).items() if key[0] == NBGRADER_CHAPTER}
+    assert len(by_nbgrader) == 4 and by_nbgrader == by_llmcourse
+
+
+@pytest.mark.parametrize("assignment", ROUNDS)
+def test_feedback_hides_the_hidden_tests(request, assignment):
     hidden_source = (ROOT / "solutions" / assignment / "hidden_checks.py").read_text()
     # a case's label (the literal part of an f-string label), long enough not to occur by chance
     hidden_labels = [label for label in re.findall(r'Case\(\s*f?"([^"{]+)"', hidden_source) if len(label) >= 8]
     assert hidden_labels
-    for student in STUDENTS:
-        html = feedback(graded_course, student, assignment)
-        assert "run_hidden" not in html and "BEGIN HIDDEN TESTS" not in html
-        for label in hidden_labels:
-            assert label not in html, f"hidden case {label!r} shows in {student}'s feedback"
-    assert ROUNDS[assignment].mistake in feedback(graded_course, "wrong", assignment)  # still names the mistake
+    for course in both(request, assignment):
+        for student in STUDENTS:
+            html = feedback(course, student, assignment)
+            assert "run_hidden" not in html and "BEGIN HIDDEN TESTS" not in html
+            for label in hidden_labels:
+                assert label not in html, f"hidden case {label!r} shows in {student}'s feedback"
+        assert ROUNDS[assignment].mistake in feedback(course, "wrong", assignment)  # still names the mistake
 
 
 @pytest.mark.parametrize("assignment", FORBIDDEN)
-def test_a_forbidden_call_is_refused_in_nbgrader_too(graded_course, assignment):
-    _, _, expected, mistake = FORBIDDEN[assignment]
-    assert scores(graded_course)[assignment, "forbidden"] == (expected, ROUNDS[assignment].total)
-    assert mistake in feedback(graded_course, "forbidden", assignment)
+def test_a_forbidden_call_is_refused(request, assignment):
+    grade_id, _, mistake = FORBIDDEN[assignment]
+    for course in both(request, assignment):
+        assert mistake in feedback(course, "forbidden", assignment)
+        earned, total = scores(course)[assignment, "forbidden"]
+        assert total == ROUNDS[assignment].total and earned <= total - get_exercise(grade_id).points
+        if assignment == NBGRADER_CHAPTER:
+            assert earned == FORBIDDEN_02_SCORE
+    record = json.loads((request.getfixturevalue("graded_course") / "autograded" / "forbidden" / assignment /
+                         "grading.json").read_text())
+    assert record["cells"][f"check_{grade_id}"]["earned"] == record["cells"][f"hidden_{grade_id}"]["earned"] == 0
 
 
 def test_sqlalchemy_is_pinned_below_2_1():

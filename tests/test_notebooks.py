@@ -1,4 +1,5 @@
-"""Every lesson and reference solution executes headless, in quick mode; no lesson hands over an exercise.
+"""Every lesson and reference solution executes headless, in quick mode, with the network closed but for
+loopback (tests/offline.py); no lesson hands over an exercise.
 
 The give-away test, defined exactly so: every function a lesson defines at the top level of a code
 cell (``def``, or a name bound to a ``lambda``) is run, in the lesson's own kernel after its last cell,
@@ -14,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell
+from offline import run_offline
 
 from llmcourse.run_notebooks import course_notebooks, execute_notebook
 
@@ -63,13 +65,21 @@ def is_lesson(path: Path) -> bool:
     return path.parent.name == "notebooks"
 
 
+ASKED_ONLY = {"huggingface.co"}  # llmcourse.models.hub_reachable() may ask the hub; refused, it stays offline
+
+
 @pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_notebook_executes(path):
+def test_notebook_executes(path, tmp_path):
     extra = []
     if is_lesson(path):
         names = top_level_functions(nbformat.read(path, as_version=4))
-        extra = [new_code_cell(giveaway_probe(path.name[:2], names))]
-    nb, _ = execute_notebook(path, quick=True, extra_cells=extra)
+        extra = [giveaway_probe(path.name[:2], names)]
+    (tmp_path / "cells.json").write_text(json.dumps(extra))
+    run = run_offline(["notebook", str(path), str(tmp_path / "executed.ipynb"), str(tmp_path / "cells.json")],
+                      tmp_path / "blocked.jsonl")
+    nb = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
+    strays = {b["host"]: b["caller"] for b in run.blocked if b["host"] not in ASKED_ONLY}
+    assert not strays, f"{path.name} tried to reach the network: {strays}"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
@@ -101,9 +111,10 @@ def test_the_probe_finds_a_function_that_gives_an_exercise_away(tmp_path):
 
 def test_llmcourse_has_no_function_with_an_exercise_name():
     """d2l-style sharing, but no library function has an exercise's name (COURSE.md)."""
-    import grader.checks  # noqa: F401
+    from grader.checks import register_all
     from grader.core import REGISTRY
 
+    register_all()
     clashes = []
     for module in sorted((ROOT / "llmcourse").glob("*.py")):
         for node in ast.walk(ast.parse(module.read_text())):
