@@ -6,6 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.llmcourse-installed
 PYTHON ?= python3
+PORT   ?= 8888
 # nbgrader runs helper commands (alembic) by name: put the venv first on PATH
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # copies each chapter's exercises into my-work/ (once, never overwriting), then opens JupyterLab
 lab: setup
-	$(PY) -m llmcourse.cli lab
+	$(PY) -m llmcourse.cli lab --port $(PORT)
 
 test: setup
 	$(PY) -m pytest -n 2 --dist loadgroup --durations=25
