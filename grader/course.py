@@ -8,6 +8,7 @@ process writes here: results from workers arrive as plain data and are written o
 
 import copy
 import csv
+import functools
 import io
 import json
 import os
@@ -57,9 +58,20 @@ class Course:
 
     # ------------------------------------------------------------ paths
 
+    def assignments(self, targets: list[str]) -> list[str]:
+        """Each target as ``assignment()`` names it; ``all`` is every assignment in solutions/, in order."""
+        names = []
+        for target in targets:
+            found = self._assignment_names() if target == "all" else [self.assignment(target)]
+            names += [name for name in found if name not in names]
+        return names
+
+    def _assignment_names(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "solutions").glob("[0-9][0-9]-*") if p.is_dir())
+
     def assignment(self, target: str) -> str:
         """``02``, ``2`` or ``02-self-attention`` -> ``02-self-attention`` (from solutions/)."""
-        names = sorted(p.name for p in (self.root / "solutions").glob("[0-9][0-9]-*") if p.is_dir())
+        names = self._assignment_names()
         match = re.fullmatch(r"(\d{1,2})(-.*)?", target)
         for name in names:
             if target == name or (match and name[:2] == f"{int(match.group(1)):02d}"):
@@ -100,11 +112,32 @@ class Course:
             raise CourseError(f"nbgrader {' '.join(args)} failed:\n{tail}")
         return proc
 
+    @functools.cached_property
+    def nbgrader_api(self):
+        """nbgrader's own API (what formgrader calls) on this course and its nbgrader_config.py, in this process:
+        several assignments released or fed back pay for importing nbgrader once, not once per command."""
+        from nbgrader.apps import NbGraderAPI
+        from nbgrader.coursedir import CourseDirectory
+        from traitlets.config.loader import PyFileConfigLoader
+
+        bin_dir = str(Path(sys.executable).parent)
+        if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):  # nbgrader runs alembic by name
+            os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(self.root)).load_config()
+        return NbGraderAPI(CourseDirectory(config=config, root=str(self.root)), config=config)
+
+    def _api(self, step: str, assignment: str) -> None:
+        """One nbgrader API step (``generate_assignment``, ``generate_feedback``) on ``assignment``, forced."""
+        outcome = getattr(self.nbgrader_api, step)(assignment, force=True)
+        if not outcome["success"]:
+            tail = "\n".join((outcome.get("error") or outcome.get("log") or "").strip().splitlines()[-8:])
+            raise CourseError(f"nbgrader {step} {assignment} failed:\n{tail}")
+
     # ------------------------------------------------------------ release
 
     def release_assignment(self, assignment: str) -> Path:
         """nbgrader generate_assignment into exercises/, recorded in the gradebook (idempotent)."""
-        self.nbgrader("generate_assignment", assignment, "--force")
+        self._api("generate_assignment", assignment)
         return self.release(assignment)
 
     def is_released(self, assignment: str) -> bool:
@@ -219,7 +252,7 @@ class Course:
 
     def feedback(self, assignment: str) -> list[Path]:
         """nbgrader generate_feedback: one HTML per graded student (hidden tests' code stripped)."""
-        self.nbgrader("generate_feedback", assignment, "--force")
+        self._api("generate_feedback", assignment)
         return sorted((self.root / "feedback").glob(f"*/{assignment}/*.html"))
 
     def export(self, out: Path) -> Path:

@@ -160,8 +160,12 @@ def cmd_grade(args) -> int:
 
     try:
         course = Course.find()
-        assignment = course.assignment(args.assignment) if getattr(args, "assignment", None) else None
-        return GRADE_STEPS[args.step](course, assignment, args)
+        if hasattr(args, "assignments"):  # release, autograde, feedback, report: one or more, or all
+            assignments = course.assignments(args.assignments)
+            args.several = len(assignments) > 1
+        else:
+            assignments = [course.assignment(args.assignment) if getattr(args, "assignment", None) else None]
+        return max(GRADE_STEPS[args.step](course, assignment, args) for assignment in assignments)
     except CourseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -214,7 +218,8 @@ def _grade_export(course, assignment, args) -> int:
 def _grade_report(course, assignment, args) -> int:
     from grader.report import write_report
 
-    path = write_report(course, assignment, Path(args.out) if args.out else None)
+    out = Path(args.out) / assignment if args.out and args.several else Path(args.out) if args.out else None
+    path = write_report(course, assignment, out)
     print(f"wrote {path} (and exercises.csv, mistakes.csv, totals.csv beside it)")
     return 0
 
@@ -227,14 +232,15 @@ def _add_grade_parser(sub) -> None:
     grade = sub.add_parser("grade", help="grade a class (instructors): release, collect, autograde, feedback, "
                                          "export, report; run from the course folder")
     steps = grade.add_subparsers(dest="step", required=True)
+    several = dict(nargs="+", metavar="assignment", help="02, 2 or 02-self-attention; several, or all")
     p = steps.add_parser("release", help="nbgrader generate_assignment into exercises/, recorded in the gradebook")
-    p.add_argument("assignment")
+    p.add_argument("assignments", **several)
     p = steps.add_parser("collect", help="copy one notebook per student from a folder or a .zip into submitted/")
     p.add_argument("assignment")
     p.add_argument("path", help="a folder or .zip: <student>.ipynb, <student>/<anything>.ipynb or "
                                 "<student>_<anything>.ipynb")
     p = steps.add_parser("autograde", help="grade every collected submission (verdicts outside the students' code)")
-    p.add_argument("assignment")
+    p.add_argument("assignments", **several)
     p.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: the cores)")
     p.add_argument("--scheduler", default=None, help="a Dask scheduler address: grade on that cluster")
     p.add_argument("--cell-timeout", type=float, default=None, help="seconds per graded cell (default 30)")
@@ -243,12 +249,13 @@ def _add_grade_parser(sub) -> None:
     p.add_argument("--no-isolation", action="store_true", help="run submissions without namespaces or a "
                                                                   "separate uid (trusted code only)")
     p = steps.add_parser("feedback", help="HTML feedback per student (hidden tests never shown)")
-    p.add_argument("assignment")
+    p.add_argument("assignments", **several)
     p = steps.add_parser("export", help="one CSV row per student and assignment, with a status column")
     p.add_argument("--out", default="grades.csv")
     p = steps.add_parser("report", help="the class report: scores per exercise, totals, common mistakes")
-    p.add_argument("assignment")
-    p.add_argument("--out", default=None, help="folder (default reports/NN-topic/)")
+    p.add_argument("assignments", **several)
+    p.add_argument("--out", default=None, help="folder (default reports/NN-topic/; with several assignments, "
+                                                "one sub-folder each)")
     grade.set_defaults(func=cmd_grade)
 
 

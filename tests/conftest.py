@@ -1,11 +1,19 @@
-"""Shared pytest set-up for the chapter contract (tests/chapter_contract.py): its parameters, and the
-``reference`` and ``hidden_dir`` fixtures keyed on the requesting module's ASSIGNMENT."""
+"""Shared pytest set-up: threads per xdist worker; the chapter contract (tests/chapter_contract.py): its
+parameters, and the ``reference`` and ``hidden_dir`` fixtures keyed on the requesting module's ASSIGNMENT."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# `make test` runs two xdist workers on a 2-core machine: each worker, and every kernel and command it starts,
+# gets its share of the cores. Two processes that each spin up OpenMP threads for every core slow each other
+# down several-fold (lesson 05 took 229 s instead of 57 s beside one busy core).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
 def pytest_configure(config):

@@ -8,6 +8,7 @@ but names the mistake; where the chapter forbids a library function, a submissio
 """
 
 import csv
+import filecmp
 import json
 import os
 import re
@@ -166,20 +167,20 @@ def nbgrader_course(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def graded_course(tmp_path_factory):
-    """Every assignment of ROUNDS through `llmcourse grade`: release, collect, autograde, feedback, export."""
-    tmp = tmp_path_factory.mktemp("llmcourse-grade")
-    course = new_course(tmp, ROUNDS)
+    """Every assignment of ROUNDS through `llmcourse grade`, each step once for all of them: release, autograde,
+    feedback, export. Submissions are placed in submitted/ as nbgrader's collect leaves them (`llmcourse grade
+    collect` has its own tests in test_grading.py)."""
+    course = new_course(tmp_path_factory.mktemp("llmcourse-grade"), ROUNDS)
+    llmcourse(course, "release", "all")
     for assignment in ROUNDS:
-        llmcourse(course, "release", assignment)
         source = read(course / "solutions" / assignment / f"{assignment}.ipynb")
-        inbox = tmp / "inbox" / assignment
-        inbox.mkdir(parents=True)
         for student, nb in submissions(assignment, read(course / "exercises" / assignment / f"{assignment}.ipynb"),
                                        source).items():
-            nbformat.write(nb, inbox / f"{student}.ipynb")
-        llmcourse(course, "collect", assignment, str(inbox))
-        llmcourse(course, "autograde", assignment, "--workers", "1")
-        llmcourse(course, "feedback", assignment)
+            folder = course / "submitted" / student / assignment
+            folder.mkdir(parents=True)
+            nbformat.write(nb, folder / f"{assignment}.ipynb")
+    llmcourse(course, "autograde", "all", "--workers", "1")
+    llmcourse(course, "feedback", "all")
     llmcourse(course, "export", "--out", "grades.csv")
     return course
 
@@ -198,6 +199,24 @@ def both(request, assignment: str) -> list[Path]:
     """The graded courses that hold ``assignment``: `llmcourse grade`'s, and nbgrader's for its chapter."""
     courses = [request.getfixturevalue("graded_course")]
     return courses + [request.getfixturevalue("nbgrader_course")] if assignment == NBGRADER_CHAPTER else courses
+
+
+def test_every_chapter_has_a_round():
+    assert sorted(ROUNDS) == sorted(p.name for p in (ROOT / "solutions").glob("[0-9][0-9]-*"))
+
+
+def test_the_committed_exercises_are_the_release(graded_course):
+    """exercises/ is what nbgrader generates from solutions/ (`make exercises` regenerates it)."""
+    compare = filecmp.dircmp(ROOT / "exercises", graded_course / "exercises", ignore=[".ipynb_checkpoints"])
+    stale = []
+
+    def walk(cmp):
+        stale.extend(cmp.left_only + cmp.right_only + cmp.diff_files)
+        for sub in cmp.subdirs.values():
+            walk(sub)
+
+    walk(compare)
+    assert not stale, f"exercises/ is out of date ({stale}): run `make exercises` and commit the result"
 
 
 @pytest.mark.parametrize("assignment", ROUNDS)
