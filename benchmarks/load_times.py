@@ -4,6 +4,8 @@
 
 Cold: an empty cache (a temporary LLMCOURSE_CACHE_DIR), so the model is fetched from PyPI and,
 for the GGUF model, dequantized and saved as safetensors. Warm: the same cache, loaded again.
+Each is given as the whole process and as the load alone, timed once torch, transformers and the
+model's classes are imported (benchmarks/learner_waits.py takes medians of warm loads).
 """
 
 import os
@@ -12,20 +14,16 @@ import sys
 import tempfile
 import time
 
-LOADERS = {
-    "all-MiniLM-L6-v2": "load_encoder",
-    "SmolLM2-135M-Instruct": "load_causal_lm",
-}
+from learner_waits import LOAD_AFTER_IMPORTS, LOADED, LOADERS
 
 
 def timed_load(loader: str, cache: str) -> tuple[float, float]:
-    """(wall seconds of the whole process, seconds inside the loader call)."""
-    code = ("import time; t = time.perf_counter(); from llmcourse import models; "
-            f"models.{loader}(); print(time.perf_counter() - t)")
+    """(wall seconds of the whole process, seconds inside the loader call once the libraries are imported)."""
     env = dict(os.environ, LLMCOURSE_CACHE_DIR=cache, HF_HUB_OFFLINE="1")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return time.perf_counter() - start, float(proc.stdout.strip().splitlines()[-1])
+    proc = subprocess.run([sys.executable, "-c", LOAD_AFTER_IMPORTS.format(loader=loader)], env=env,
+                          capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, float(proc.stdout.split(LOADED)[1].split()[0])
 
 
 def main() -> None:
