@@ -186,11 +186,9 @@ def warm_imports(release) -> None:
     import ast
     import os
 
-    import nbformat
-
     from grader.notebook import definition_cells
 
-    key = hashlib.sha256(nbformat.writes(release).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps(release, sort_keys=True).encode()).hexdigest()
     if key in _WARMED:
         return
     os.environ.setdefault("MPLBACKEND", "Agg")

@@ -10,7 +10,7 @@ notebook that exits, crashes or loops costs only its own exercise.
 import sys
 from pathlib import Path
 
-from grader.autograde import _outcomes
+from grader.autograde import _outcomes, warm_imports
 from grader.core import get_exercise, verdict
 from grader.result import CheckResult
 from grader.sandbox import Limits, Task, describe_end, run_child
@@ -18,8 +18,14 @@ from grader.sandbox import Limits, Task, describe_end, run_child
 LOAD_TIMEOUT_S = 120.0  # importing torch and the notebook's own imports
 
 
-def check_notebook(notebook, names: list[str]) -> list[CheckResult]:
-    """Check the named exercises against the functions defined in ``notebook``, one result each."""
+def check_notebook(notebook, names: list[str], release=None) -> list[CheckResult]:
+    """Check the named exercises against the functions defined in ``notebook``, one result each. With the
+    chapter's ``release`` (the instructor's notebook, trusted), what it imports is imported here first, so
+    the child inherits it: `llmcourse progress` then pays for matplotlib or transformers once, not per chapter."""
+    if release is not None:
+        from grader.notebook import read_notebook
+
+        warm_imports(read_notebook(release))
     notebook = Path(notebook).resolve()
     data = notebook.read_bytes()
     exercises = {name: get_exercise(name) for name in names}

@@ -72,7 +72,7 @@ def cmd_check(args) -> int:
               f"in my-work/) ...", flush=True)
     else:
         print(f"Checking {notebook} ...", flush=True)
-    results = check_notebook(notebook, names)
+    results = check_notebook(notebook, names, releases().get(chapter))
     width = max(len(n) for n in names)
     print(f"\n{'exercise':<{width}}  {'result':<22} points  first problem")
     for r in results:
@@ -107,7 +107,7 @@ def cmd_progress(args) -> int:
     for chapter, name in chapters_with_exercises().items():
         notebook, mine = notebook_for(chapter)
         names = [ex.name for ex in exercises_of(chapter)]
-        results = check_notebook(notebook, names) if mine else []
+        results = check_notebook(notebook, names, releases()[chapter]) if mine else []
         by_name = {r.name: r for r in results}
         for exercise in exercises_of(chapter):
             result = by_name.get(exercise.name)
