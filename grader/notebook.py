@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.values import AttrDict
+
 _MAGIC = re.compile(r"^\s*[%!]|^\s*\w[\w.]*\?\??\s*$")
 _KEEP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
@@ -36,14 +38,8 @@ class LoadedNotebook:
                 f"of a code cell, and run nothing else in that cell that could fail.{notes}")
 
 
-class NotebookNode(dict):
+class NotebookNode(AttrDict):
     """A notebook's JSON with attribute access (``nb.cells``, ``cell.source``), as nbformat's own."""
-
-    def __getattr__(self, key):
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
 
 
 def _node(value):

@@ -12,6 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class AttrDict(dict):
+    """A dict that also reads as attributes (``d.input_ids``), as a tokenizer's output or a notebook node does."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 @dataclass
 class TensorData:
     """A torch.Tensor seen as data: its values and its torch dtype name (``"torch.float32"``)."""

@@ -224,8 +224,8 @@ def course_file(relative: str, data_dir_alternatives: tuple[str, ...] = ()) -> P
 def _unusable_shipped_copy(relative: str) -> str:
     """Why the shipped copy of ``relative`` cannot be used, and what to do."""
     return (f"{shipped_problem(relative)}, and neither {DATA_ENV} nor the user cache ({cache_dir('data')}) holds "
-            f"a good copy. Reinstall the course to restore it: `git checkout -- llmcourse/{SHIPPED_DATA}` in a "
-            f"clone, or `pip install --force-reinstall --no-deps llmcourse`.")
+            f"a good copy. Restore it: `git checkout -- llmcourse/{SHIPPED_DATA}` in a clone of the course, "
+            f"or reinstall the course (`pip install --force-reinstall --no-deps .` in its folder).")
 
 
 # ---------------------------------------------------------------- BIG-bench

@@ -136,7 +136,7 @@ def test_unknown_bigbench_task_suggests_names():
 def test_a_damaged_shipped_copy_is_refused_then_the_cache_serves(no_data_dir, shipped_copy):
     good = (shipped_copy / "bigbench" / "kannada" / "task.json").read_bytes()
     (shipped_copy / "bigbench" / "kannada" / "task.json").write_bytes(good.replace(b'"input"', b'"inptu"', 1))
-    with pytest.raises(DataNotAvailable, match=r"kannada/task.json does not match its SHA-256.*Reinstall"):
+    with pytest.raises(DataNotAvailable, match=r"kannada/task.json does not match its SHA-256.*Restore it: `git checkout"):
         data.bigbench_task("kannada")
     assert data.bigbench_path("kannada") is None
     cached = cache.cache_dir("data") / "bigbench" / "kannada" / "task.json"
@@ -171,7 +171,7 @@ def test_a_damaged_chinchilla_copy_offline_says_what_to_do(no_data_dir, shipped_
         raise data.FetchError(f"could not download {url}: are you offline?")
 
     monkeypatch.setattr(data, "fetch_url", offline)
-    with pytest.raises(DataNotAvailable, match="does not match its SHA-256.*Reinstall.*offline"):
+    with pytest.raises(DataNotAvailable, match="does not match its SHA-256.*Restore it.*offline"):
         data.chinchilla_points()
 
 

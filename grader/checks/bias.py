@@ -23,21 +23,15 @@ from torch import nn
 from grader.compare import Mistake, Problem
 from grader.core import Case, Exercise, register
 from grader.numbers import is_number, number_problem
-from grader.values import Opaque, TensorData, describe
+from grader.values import AttrDict, Opaque, TensorData, describe
 
 HE, SHE = " he", " she"
 
 
 # ---------------------------------------------------------------- a toy tokenizer and causal LM
 
-class ToyEncoding(dict):
+class ToyEncoding(AttrDict):
     """What ``ToyTokenizer(...)`` returns: a dict (``input_ids``, ``attention_mask``) that also reads as attributes."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     def to(self, device):
         return ToyEncoding({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()})

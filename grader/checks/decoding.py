@@ -27,7 +27,7 @@ from torch import nn
 from grader.compare import Mistake, Problem, tensor_problem, with_mistake
 from grader.core import Case, Exercise, _changed, register
 from grader.forbidden import TOP_K_WARPER, TOP_P_WARPER
-from grader.values import TensorData, describe
+from grader.values import AttrDict, TensorData, describe
 
 NEG_INF = float("-inf")
 RAISED = "raised ValueError"
@@ -1034,14 +1034,8 @@ TOY_VOCAB = (["<s>", "</s>", "\n", "\n\n", " ", ":", ": ", ".", ",", "!", "?", "
              + list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
 
 
-class ToyEncoding(dict):
+class ToyEncoding(AttrDict):
     """What a Hugging Face tokenizer call returns: a dict that also reads as attributes (``.input_ids``)."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     def to(self, device):
         return self
