@@ -51,7 +51,7 @@ def _data_assets(full: bool) -> list[Asset]:
     for task in data.COURSE_BIGBENCH_TASKS:
         path = data.bigbench_path(task)
         found.append(Asset(f"bigbench/{task}", "data", path,
-                           None if path else data.shipped_problem(f"bigbench/{task}/task.json")))
+                           None if path else data.shipped_problem(data.bigbench_file(task))))
     path = data.course_file(data.CHINCHILLA_FILE)
     found.append(Asset("chinchilla points", "data", path, None if path else data.shipped_problem(data.CHINCHILLA_FILE)))
     return found
@@ -68,7 +68,7 @@ def fetch_all() -> list[str]:
     from tqdm.auto import tqdm
 
     def shipped_data():  # nothing to fetch: it ships with the package; a damaged copy is named here
-        problems = [f"bigbench/{t}: {data.shipped_problem(f'bigbench/{t}/task.json')}"
+        problems = [f"bigbench/{t}: {data.shipped_problem(data.bigbench_file(t))}"
                     for t in data.COURSE_BIGBENCH_TASKS if data.bigbench_path(t) is None]
         if problems:
             raise data.DataNotAvailable("; ".join(problems))

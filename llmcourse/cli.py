@@ -104,10 +104,11 @@ def cmd_progress(args) -> int:
     from grader.isolated import check_notebook
 
     rows, totals = [], []
+    released = releases()
     for chapter, name in chapters_with_exercises().items():
         notebook, mine = notebook_for(chapter)
         names = [ex.name for ex in exercises_of(chapter)]
-        results = check_notebook(notebook, names, releases()[chapter]) if mine else []
+        results = check_notebook(notebook, names, released[chapter]) if mine else []
         by_name = {r.name: r for r in results}
         for exercise in exercises_of(chapter):
             result = by_name.get(exercise.name)
@@ -218,7 +219,9 @@ def _grade_export(course, assignment, args) -> int:
 def _grade_report(course, assignment, args) -> int:
     from grader.report import write_report
 
-    out = Path(args.out) / assignment if args.out and args.several else Path(args.out) if args.out else None
+    out = Path(args.out) if args.out else None
+    if out and args.several:
+        out = out / assignment
     path = write_report(course, assignment, out)
     print(f"wrote {path} (and exercises.csv, mistakes.csv, totals.csv beside it)")
     return 0

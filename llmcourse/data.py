@@ -254,10 +254,15 @@ def _check_task_name(name: str) -> None:
                                f"llmcourse.data.bigbench_task_names(), for example: {', '.join(names[:5])}, ...")
 
 
+def bigbench_file(name: str) -> str:
+    """Where the task's JSON sits in ``course_data`` (and in ``$LLMCOURSE_DATA_DIR`` laid out like it)."""
+    return f"bigbench/{name}/task.json"
+
+
 def bigbench_path(name: str) -> Path | None:
     """The task's JSON: in ``$LLMCOURSE_DATA_DIR`` (laid out as ``bigbench/<task>/task.json``, or a BIG-bench
     checkout's ``bigbench/benchmark_tasks/<task>/task.json``), else shipped, else cached; None if nowhere."""
-    return course_file(f"bigbench/{name}/task.json", (f"bigbench/benchmark_tasks/{name}/task.json",))
+    return course_file(bigbench_file(name), (f"bigbench/benchmark_tasks/{name}/task.json",))
 
 
 def bigbench_task(name: str) -> dict:
@@ -270,7 +275,7 @@ def bigbench_task(name: str) -> dict:
     if (path := bigbench_path(name)) is not None:
         return json.loads(path.read_text(encoding="utf-8"))
     if name in COURSE_BIGBENCH_TASKS:
-        raise DataNotAvailable(f"BIG-bench task {name}: {_unusable_shipped_copy(f'bigbench/{name}/task.json')}")
+        raise DataNotAvailable(f"BIG-bench task {name}: {_unusable_shipped_copy(bigbench_file(name))}")
     raise DataNotAvailable(
         f"BIG-bench task {name!r} does not ship with the course, which ships {', '.join(COURSE_BIGBENCH_TASKS)}. "
         f"For any of the other tasks, clone {BIGBENCH_REPOSITORY} and point {DATA_ENV} at the checkout "

@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 GUARD = HERE / "offline_guard"
 LOG_ENV = "LLMCOURSE_BLOCKED_LOG"
 NAMESPACE_ENV = "LLMCOURSE_OFFLINE_NAMESPACE"  # what the child says about its namespace
+HUB_CHECK = {"huggingface.co"}  # llmcourse.models.hub_reachable() may ask the hub; refused, it stays offline
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
@@ -53,6 +54,10 @@ class OfflineRun:
 
     def blocked_hosts(self) -> set[str]:
         return {b["host"] for b in self.blocked}
+
+    def strays(self, expected: set[str] = frozenset()) -> dict[str, str]:
+        """host -> the code that tried it, for every refused attempt but the hub check and ``expected``."""
+        return {b["host"]: b["caller"] for b in self.blocked if b["host"] not in HUB_CHECK | expected}
 
 
 def run_offline(args: list[str], log: Path, timeout_s: float = 600) -> OfflineRun:

@@ -12,7 +12,6 @@ import filecmp
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -117,10 +116,12 @@ def solution_code(source_nb) -> dict[str, str]:
             for c in source_nb.cells if c.metadata.get("nbgrader", {}).get("solution")}
 
 
-def submissions(assignment: str, release_nb, source_nb) -> dict[str, nbformat.NotebookNode]:
-    """student -> notebook: the reference answers, the untouched stub, the round's wrong answer, and (where the
-    chapter forbids something) an answer that calls the forbidden function."""
-    reference = solution_code(source_nb)
+def submit_all(course: Path, assignment: str) -> list[str]:
+    """Write into submitted/ (as nbgrader's collect leaves them) the reference answers, the untouched stub, the
+    round's wrong answer, and (where the chapter forbids something) an answer that calls the forbidden function,
+    each filled into the course's release; returns the students."""
+    release = read(course / "exercises" / assignment / f"{assignment}.ipynb")
+    reference = solution_code(read(course / "solutions" / assignment / f"{assignment}.ipynb"))
     spec = ROUNDS[assignment]
     wrong = reference[spec.grade_id].replace(spec.old, spec.new)
     assert wrong != reference[spec.grade_id], f"{assignment}: the wrong submission's edit does not apply"
@@ -128,15 +129,16 @@ def submissions(assignment: str, release_nb, source_nb) -> dict[str, nbformat.No
     if assignment in FORBIDDEN:
         grade_id, answer, _ = FORBIDDEN[assignment]
         answers["forbidden"] = {**reference, grade_id: answer}
-    filled = {}
     for student, by_cell in answers.items():
-        nb = nbformat.from_dict(json.loads(json.dumps(release_nb)))  # a deep copy
+        nb = nbformat.from_dict(json.loads(json.dumps(release)))  # a deep copy
         for cell in nb.cells:
             grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
             if grade_id in by_cell:
                 cell.source = by_cell[grade_id]
-        filled[student] = nb
-    return filled
+        folder = course / "submitted" / student / assignment
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / f"{assignment}.ipynb")
+    return list(answers)
 
 
 def read(path: Path):
@@ -146,21 +148,12 @@ def read(path: Path):
 @pytest.fixture(scope="module")
 def nbgrader_course(tmp_path_factory):
     """NBGRADER_CHAPTER released, submitted, autograded, fed back and exported with nbgrader's own commands."""
-    course = tmp_path_factory.mktemp("nbgrader") / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    assignment = NBGRADER_CHAPTER
-    shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment)
-    nbgrader(course, "generate_assignment", assignment, "--force")
-    source = read(course / "solutions" / assignment / f"{assignment}.ipynb")
-    for student, nb in submissions(assignment, read(course / "exercises" / assignment / f"{assignment}.ipynb"),
-                                   source).items():
+    course = new_course(tmp_path_factory.mktemp("nbgrader"), [NBGRADER_CHAPTER])
+    nbgrader(course, "generate_assignment", NBGRADER_CHAPTER, "--force")
+    for student in submit_all(course, NBGRADER_CHAPTER):
         nbgrader(course, "db", "student", "add", student)
-        folder = course / "submitted" / student / assignment
-        folder.mkdir(parents=True)
-        nbformat.write(nb, folder / f"{assignment}.ipynb")
-    nbgrader(course, "autograde", assignment)
-    nbgrader(course, "generate_feedback", assignment)
+    nbgrader(course, "autograde", NBGRADER_CHAPTER)
+    nbgrader(course, "generate_feedback", NBGRADER_CHAPTER)
     nbgrader(course, "export")
     return course
 
@@ -173,12 +166,7 @@ def graded_course(tmp_path_factory):
     course = new_course(tmp_path_factory.mktemp("llmcourse-grade"), ROUNDS)
     llmcourse(course, "release", "all")
     for assignment in ROUNDS:
-        source = read(course / "solutions" / assignment / f"{assignment}.ipynb")
-        for student, nb in submissions(assignment, read(course / "exercises" / assignment / f"{assignment}.ipynb"),
-                                       source).items():
-            folder = course / "submitted" / student / assignment
-            folder.mkdir(parents=True)
-            nbformat.write(nb, folder / f"{assignment}.ipynb")
+        submit_all(course, assignment)
     llmcourse(course, "autograde", "all", "--workers", "1")
     llmcourse(course, "feedback", "all")
     llmcourse(course, "export", "--out", "grades.csv")

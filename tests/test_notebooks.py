@@ -65,9 +65,6 @@ def is_lesson(path: Path) -> bool:
     return path.parent.name == "notebooks"
 
 
-ASKED_ONLY = {"huggingface.co"}  # llmcourse.models.hub_reachable() may ask the hub; refused, it stays offline
-
-
 @pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_notebook_executes(path, tmp_path):
     extra = []
@@ -78,8 +75,7 @@ def test_notebook_executes(path, tmp_path):
     run = run_offline(["notebook", str(path), str(tmp_path / "executed.ipynb"), str(tmp_path / "cells.json")],
                       tmp_path / "blocked.jsonl")
     nb = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
-    strays = {b["host"]: b["caller"] for b in run.blocked if b["host"] not in ASKED_ONLY}
-    assert not strays, f"{path.name} tried to reach the network: {strays}"
+    assert not run.strays(), f"{path.name} tried to reach the network: {run.strays()}"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
