@@ -1,5 +1,5 @@
 """What every chapter's checks must do (COURSE.md, "One set of checks, three consumers"), shared by
-the tests/test_checks_NN.py files: helpers, and ``ChapterContract``, the tests each chapter inherits.
+the tests/checks/test_<slug>.py files: helpers, and ``ChapterContract``, the tests each chapter inherits.
 
 The fixtures these tests use are in tests/conftest.py: ``reference`` (the reference solution of the
 module's ASSIGNMENT) and ``hidden_dir`` (run_hidden reads the hidden cases of the module's ASSIGNMENT, in

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from grader.checks.bias import ToyTokenizer
+from grader.checks.bias_and_cost import ToyTokenizer
 from llmcourse.bias import last_token_logprobs, sentence_embeddings, time_finetuning_steps, train_sentiment_head
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "a", "dog", "ran"]

@@ -116,7 +116,7 @@ def test_checking_a_chapter_imports_that_chapters_checks_only():
              "names = [ex.name for ex in exercises_of('02')]\nassert [get_exercise(n).name for n in names] == names\n"
              "print(sorted(m for m in sys.modules if m.startswith('grader.checks.')), 'nbformat' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["['grader.checks.attention']", "False"], out
+    assert out.split() == ["['grader.checks.self_attention']", "False"], out
     from grader.checks import CHAPTERS, register_all
     from grader.core import REGISTRY
 

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from grader.checks.decoding import _prompt_variant  # noqa: E402
+from grader.checks.gpt_and_prompting import _prompt_variant  # noqa: E402
 from llmcourse import prompting as P  # noqa: E402
 
 

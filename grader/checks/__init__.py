@@ -3,8 +3,10 @@ needs, and all it pays for); ``register_all()`` imports every chapter's."""
 
 import importlib
 
-CHAPTERS = {"01": "scale", "02": "attention", "03": "blocks", "04": "transfer", "05": "decoding", "06": "bias",
-            "07": "experts", "08": "scaling", "09": "evaluation", "10": "open_models"}
+# chapter -> module, named after the chapter's folder (solutions/06-bias-and-cost/ -> bias_and_cost.py)
+CHAPTERS = {"01": "transformer_era", "02": "self_attention", "03": "multi_head_attention", "04": "transfer_learning",
+            "05": "gpt_and_prompting", "06": "bias_and_cost", "07": "experts_and_scale", "08": "scaling_laws",
+            "09": "evaluating_llms", "10": "open_models"}
 
 
 def register_chapter(chapter: str) -> None:

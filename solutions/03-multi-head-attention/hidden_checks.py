@@ -6,7 +6,7 @@ fitted to the visible cases fails. ``grader.hidden.run_hidden`` judges them with
 
 import torch
 
-from grader.checks.blocks import RaisesCase, bert_params, ffn_weights, mha_params
+from grader.checks.multi_head_attention import RaisesCase, bert_params, ffn_weights, mha_params
 from grader.core import Case
 
 

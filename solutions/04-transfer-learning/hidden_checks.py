@@ -7,7 +7,7 @@ judges them with the visible judge.
 
 import torch
 
-from grader.checks.transfer import BERT_SPECIALS, SMALL_SPECIALS, EpochCase, MaskCase, masked_batch
+from grader.checks.transfer_learning import BERT_SPECIALS, SMALL_SPECIALS, EpochCase, MaskCase, masked_batch
 from grader.core import Case
 
 

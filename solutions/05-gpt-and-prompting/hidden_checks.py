@@ -6,7 +6,7 @@ answer fitted to the visible cases fails. ``grader.hidden.run_hidden`` judges th
 
 import torch
 
-from grader.checks.decoding import (CLASSIFY_PROMPT, CatchValueError, ClassifyCase, SamplingCase, ToyTokenizer,
+from grader.checks.gpt_and_prompting import (CLASSIFY_PROMPT, CatchValueError, ClassifyCase, SamplingCase, ToyTokenizer,
                                     _sampling_logits, _toy_lm, random_lm)
 from grader.core import Case
 

@@ -7,7 +7,7 @@ visible judge.
 
 import torch
 
-from grader.checks.bias import LogitsOnly, ToyCausalLM, ToyTokenizer
+from grader.checks.bias_and_cost import LogitsOnly, ToyCausalLM, ToyTokenizer
 from grader.core import Case
 
 

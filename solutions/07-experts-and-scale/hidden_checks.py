@@ -6,7 +6,7 @@ fitted to the visible cases fails. ``grader.hidden.run_hidden`` judges them with
 
 import torch
 
-from grader.checks.experts import GradientCase, MoECase, make_experts
+from grader.checks.experts_and_scale import GradientCase, MoECase, make_experts
 from grader.core import Case
 
 

@@ -6,7 +6,7 @@ fitted to the visible cases fails. ``grader.hidden.run_hidden`` judges them with
 
 import numpy as np
 
-from grader.checks.scaling import BESIROGLU, HOFFMANN, fit_case
+from grader.checks.scaling_laws import BESIROGLU, HOFFMANN, fit_case
 from grader.core import Case
 
 KEYS = ("E", "A", "B", "alpha", "beta")

@@ -1,4 +1,4 @@
-"""Tests for the chapter-03 checks (grader/checks/blocks.py): split_heads, merge_heads,
+"""Tests for the chapter-03 checks (grader/checks/multi_head_attention.py): split_heads, merge_heads,
 multi_head_attention, layer_norm, feed_forward, bert_layer.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
@@ -26,7 +26,7 @@ from chapter_contract import A_LIST, DEFAULT_GARBAGE, ChapterContract, assert_fa
 import grader
 import grader.hidden
 from grader import check
-from grader.checks import blocks
+from grader.checks import multi_head_attention as blocks
 
 ASSIGNMENT = "03-multi-head-attention"
 

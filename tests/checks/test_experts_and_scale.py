@@ -1,4 +1,4 @@
-"""Tests for the chapter-07 checks (grader/checks/experts.py): top_k_gating, moe_forward, load_balancing_loss,
+"""Tests for the chapter-07 checks (grader/checks/experts_and_scale.py): top_k_gating, moe_forward, load_balancing_loss,
 moe_param_counts, model_flops_utilization, pipeline_bubble_fraction.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from chapter_contract import A_LIST, DEFAULT_GARBAGE, ChapterContract, assert_fails_naming, reference_fn
 
 from grader import check
-from grader.checks import experts
+from grader.checks import experts_and_scale as experts
 
 ASSIGNMENT = "07-experts-and-scale"
 

@@ -1,4 +1,4 @@
-"""Tests for the chapter-09 checks (grader/checks/evaluation.py): multiple_choice_grade, exact_match,
+"""Tests for the chapter-09 checks (grader/checks/evaluating_llms.py): multiple_choice_grade, exact_match,
 extract_final_answer, chain_of_thought_prompt.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
@@ -27,7 +27,7 @@ from chapter_contract import A_MIXED_LIST, DEFAULT_GARBAGE, ChapterContract, ass
 import grader
 import grader.hidden
 from grader import check
-from grader.checks import evaluation
+from grader.checks import evaluating_llms as evaluation
 
 ASSIGNMENT = "09-evaluating-llms"
 

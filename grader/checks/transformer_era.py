@@ -4,7 +4,7 @@ The references are the published figures (GPT-2's four sizes, GPT-3's shape, GPT
 and formulas written out term by term; each ``Mistake`` is a wrong answer learners often write, so
 that a wrong output can be named, not just flagged.
 
-Published figures, checked against real models in tests/test_checks_01.py: ``sum(p.numel())`` of
+Published figures, checked against real models in tests/checks/test_transformer_era.py: ``sum(p.numel())`` of
 ``GPT2LMHeadModel(GPT2Config(...))`` (the tied output layer counted once) gives 124,439,808 (small,
 12 layers, d = 768), 354,823,168 (medium, 24, 1024), 774,030,080 (large, 36, 1280) and 1,557,611,200
 (xl, 48, 1600); GPT-3's shape (96 layers, d = 12,288, context 2,048) gives 174,604,259,328.

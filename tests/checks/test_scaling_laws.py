@@ -1,4 +1,4 @@
-"""Tests for the chapter-08 checks (grader/checks/scaling.py): fit_power_law, chinchilla_loss, compute_optimal,
+"""Tests for the chapter-08 checks (grader/checks/scaling_laws.py): fit_power_law, chinchilla_loss, compute_optimal,
 fit_chinchilla.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
@@ -29,7 +29,7 @@ from scipy.special import huber, logsumexp
 import grader
 import grader.hidden
 from grader import check
-from grader.checks import scaling
+from grader.checks import scaling_laws as scaling
 from llmcourse.scaling import single_threaded_blas
 
 ASSIGNMENT = "08-scaling-laws"

@@ -1,4 +1,4 @@
-"""Tests for the chapter-05 checks (grader/checks/decoding.py): next_token_logprobs, sequence_logprob,
+"""Tests for the chapter-05 checks (grader/checks/gpt_and_prompting.py): next_token_logprobs, sequence_logprob,
 greedy_decode, beam_search, top_k_filter, top_p_filter, sample_next_token, few_shot_prompt,
 classify_by_likelihood.
 
@@ -25,10 +25,10 @@ from chapter_contract import A_LIST, DEFAULT_GARBAGE, ChapterContract, assert_fa
 
 import grader
 from grader import check
-from grader.checks import decoding
-from grader.checks.decoding import TableLM, ToyTokenizer, beam_beats_greedy_lm
+from grader.checks import gpt_and_prompting as decoding
+from grader.checks.gpt_and_prompting import TableLM, ToyTokenizer, beam_beats_greedy_lm
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSIGNMENT = "05-gpt-and-prompting"
 SOLUTION_DIR = ROOT / "solutions" / ASSIGNMENT
 

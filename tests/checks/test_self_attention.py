@@ -1,4 +1,4 @@
-"""Tests for the chapter-02 checks (grader/checks/attention.py): softmax, causal_mask,
+"""Tests for the chapter-02 checks (grader/checks/self_attention.py): softmax, causal_mask,
 scaled_dot_product_attention, self_attention.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):

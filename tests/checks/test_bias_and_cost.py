@@ -1,4 +1,4 @@
-"""Tests for the chapter-06 checks (grader/checks/bias.py): pronoun_log_odds, weat_effect_size,
+"""Tests for the chapter-06 checks (grader/checks/bias_and_cost.py): pronoun_log_odds, weat_effect_size,
 training_energy_mwh, training_emissions_tco2e.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
@@ -27,7 +27,7 @@ from chapter_contract import ChapterContract, assert_fails_naming
 import grader
 import grader.hidden
 from grader import check
-from grader.checks.bias import LogitsOnly, ToyCausalLM, ToyTokenizer
+from grader.checks.bias_and_cost import LogitsOnly, ToyCausalLM, ToyTokenizer
 
 ASSIGNMENT = "06-bias-and-cost"
 
@@ -284,7 +284,7 @@ def test_cases_pickle(name):
     restored = pickle.loads(pickle.dumps(cases))
     assert [c.label for c in restored] == [c.label for c in cases]
     if name == "pronoun_log_odds":
-        from grader.checks.bias import reference_log_odds
+        from grader.checks.bias_and_cost import reference_log_odds
         for before, after in zip(cases, restored):
             assert reference_log_odds(*before.args) == reference_log_odds(*after.args)
 
@@ -430,7 +430,7 @@ def test_weat_torch_only_code_on_numpy_inputs_gets_a_hint():
 
 def test_weat_matches_the_published_definition_on_a_hand_example():
     """Two attributes on the axes, targets at known angles: s(w) = cos to A - cos to B, worked out by hand."""
-    from grader.checks.bias import weat_variant
+    from grader.checks.bias_and_cost import weat_variant
 
     A, B = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
     X = np.array([[1.0, 0.0], [2.0, 2.0]])  # s = 1, 0

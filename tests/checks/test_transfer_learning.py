@@ -1,4 +1,4 @@
-"""Tests for the chapter-04 checks (grader/checks/transfer.py): mask_tokens, accuracy, train_epoch.
+"""Tests for the chapter-04 checks (grader/checks/transfer_learning.py): mask_tokens, accuracy, train_epoch.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
 - every check passes the reference solution (from the solutions notebook) and other correct ways of
@@ -24,7 +24,7 @@ from chapter_contract import A_LIST, DEFAULT_GARBAGE, ChapterContract, assert_fa
 
 import grader
 from grader import check
-from grader.checks import transfer
+from grader.checks import transfer_learning as transfer
 
 ASSIGNMENT = "04-transfer-learning"
 

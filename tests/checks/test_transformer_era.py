@@ -1,4 +1,4 @@
-"""Tests for the chapter-01 checks (grader/checks/scale.py): transformer_param_count, training_flops,
+"""Tests for the chapter-01 checks (grader/checks/transformer_era.py): transformer_param_count, training_flops,
 training_days, semantic_search.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
@@ -27,9 +27,9 @@ from chapter_contract import A_MIXED_LIST, DEFAULT_GARBAGE, ChapterContract, ass
 import grader
 import grader.hidden
 from grader import check
-from grader.checks import scale
+from grader.checks import transformer_era as scale
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSIGNMENT = "01-transformer-era"
 SOLUTION_DIR = ROOT / "solutions" / ASSIGNMENT
 
