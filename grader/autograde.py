@@ -20,7 +20,7 @@ import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from grader import values
+from grader import values, versions
 from grader.core import Outcome, exercises_of, get_exercise, verdict
 from grader.hidden import hidden_summary
 from grader.result import CheckResult
@@ -112,8 +112,8 @@ def read_submission(data: bytes) -> tuple[object | None, str | None]:
 
 
 def tampering_notes(submission, release, chapter: str) -> tuple[list[str], str | None]:
-    """Notes on graded cells deleted or edited and metadata claiming points; the second item is set when the
-    notebook is not this assignment's at all."""
+    """Notes on graded cells deleted or edited, metadata claiming points, and exercises that a notebook from an
+    older release lacks or has in excess; the second item is set when the notebook is not this assignment's."""
     from nbgrader.utils import compute_checksum
 
     released = {c.metadata["nbgrader"]["grade_id"]: c for c in release.cells if c.metadata.get("nbgrader")}
@@ -123,21 +123,38 @@ def tampering_notes(submission, release, chapter: str) -> tuple[list[str], str |
         if grade_id is not None:
             submitted.setdefault(grade_id, cell)
     solutions = [ex.name for ex in exercises_of(chapter)]
-    if not any(name in submitted for name in solutions) and not any(f"check_{n}" in submitted for n in solutions):
+    origin = versions.cells_of_origin(submission)
+    changes = versions.older_release(submission, release) or versions.Changes()
+    if not any(name in submitted for name in solutions + changes.removed) and \
+            not any(f"check_{n}" in submitted for n in solutions + changes.removed):
         return [], "this is not a notebook of this assignment (none of its exercise cells are in it)"
     notes = []
+    stamped = versions.STAMP in submission.get("metadata", {})
+    if changes:
+        notes.append(f"this notebook comes from an older release of the assignment ({changes.describe()}): "
+                     f"`llmcourse start {chapter} --fresh` gives the learner the current one")
     for grade_id, cell in released.items():
         meta = cell.metadata["nbgrader"]
         if not meta.get("grade"):
             continue
-        if grade_id not in submitted:
+        exercise = grade_id.removeprefix("check_").removeprefix("hidden_")
+        if grade_id not in submitted and exercise in changes.new:
+            notes.append(f"graded cell `{grade_id}`: `{exercise}` is new in this release and not in the notebook: "
+                         f"0 points")
+        elif grade_id not in submitted:
             notes.append(f"graded cell `{grade_id}` was deleted: restored from the release and graded")
         elif meta.get("checksum") and compute_checksum(submitted[grade_id]) != meta["checksum"]:
-            notes.append(f"graded cell `{grade_id}` was edited: the release's version was restored and graded")
+            from_older = stamped and origin.get(grade_id) == versions.cell_hash(submitted[grade_id])
+            notes.append(f"graded cell `{grade_id}` is the older release's: this release's version was graded"
+                         if from_older else
+                         f"graded cell `{grade_id}` was edited: the release's version was restored and graded")
     for grade_id, cell in submitted.items():
         meta = cell.metadata["nbgrader"]
         if meta.get("grade") and (grade_id not in released or not released[grade_id].metadata["nbgrader"].get("grade")):
-            notes.append(f"cell `{grade_id}`'s metadata claims {meta.get('points', 0)} points: ignored")
+            exercise = grade_id.removeprefix("check_").removeprefix("hidden_")
+            notes.append(f"graded cell `{grade_id}` belongs to `{exercise}`, which this release does not have: "
+                         f"not graded" if exercise in changes.removed else
+                         f"cell `{grade_id}`'s metadata claims {meta.get('points', 0)} points: ignored")
     return notes, None
 
 

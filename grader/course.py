@@ -24,6 +24,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_output
 
+from grader import versions
 from grader.autograde import SubmissionResult
 
 RECORD = "grading.json"
@@ -185,6 +186,10 @@ class Course:
                 if len(files) > 1:
                     report.notes.append(f"{student}: {len(files)} notebooks ({', '.join(n for n, _ in files)}); "
                                         f"collected {name}")
+                changes = self._older_release(assignment, data)
+                if changes:
+                    report.notes.append(f"{student}: the notebook comes from an older release ({changes.describe()}); "
+                                        f"autograde names what it cannot grade")
                 target = self.submitted(student, assignment)
                 if target.is_file() and target.read_bytes() == data:
                     report.unchanged.append(student)
@@ -200,6 +205,14 @@ class Course:
                 (target.parent / TIMESTAMP).write_text(now)
                 gb.update_or_create_student(student)
         return report
+
+    def _older_release(self, assignment: str, data: bytes) -> "versions.Changes | None":
+        """How the release differs from the one a submitted notebook came from (None: it does not parse, or
+        the assignment is not released)."""
+        try:
+            return versions.older_release(json.loads(data), json.loads(self.release(assignment).read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     # ------------------------------------------------------------ results
 

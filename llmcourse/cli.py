@@ -5,7 +5,7 @@ import re
 import sys
 from pathlib import Path
 
-from llmcourse.workspace import notebook_for, releases, start, start_all
+from llmcourse.workspace import notebook_for, outdated, releases, start, start_all
 
 
 def chapters_with_exercises() -> dict[str, str]:
@@ -72,6 +72,9 @@ def cmd_check(args) -> int:
               f"in my-work/) ...", flush=True)
     else:
         print(f"Checking {notebook} ...", flush=True)
+    stale = outdated(chapter) if chapter and notebook == notebook_for(chapter)[0] else None
+    if stale:
+        print(f"note: {stale}", flush=True)
     results = check_notebook(notebook, names, releases().get(chapter))
     width = max(len(n) for n in names)
     print(f"\n{'exercise':<{width}}  {'result':<22} points  first problem")
@@ -103,7 +106,7 @@ def cmd_progress(args) -> int:
     from grader.core import exercises_of
     from grader.isolated import check_notebook
 
-    rows, totals = [], []
+    rows, totals, stale = [], [], []
     released = releases()
     for chapter, name in chapters_with_exercises().items():
         notebook, mine = notebook_for(chapter)
@@ -123,6 +126,7 @@ def cmd_progress(args) -> int:
         points = sum(r.points[0] for r in results)
         possible = sum(ex.points for ex in exercises_of(chapter))
         totals.append((chapter, name, done, len(names), points, possible, notebook if mine else None))
+        stale.append(outdated(chapter) if mine else None)
     width = max(len(r[1]) for r in rows)
     print(f"{'ch':<3} {'exercise':<{width}}  result")
     for chapter, exercise, state in rows:
@@ -131,6 +135,8 @@ def cmd_progress(args) -> int:
     for chapter, name, done, count, points, possible, notebook in totals:
         where = f"  {notebook}" if notebook else "  (no copy yet: llmcourse start " + chapter + ")"
         print(f"  {name:<28} {done}/{count} exercises, {points}/{possible} points{where}")
+    for note in filter(None, stale):
+        print(f"\nnote: {note}")
     return 0
 
 

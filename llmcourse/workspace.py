@@ -1,12 +1,16 @@
 """The learner's own work folder: ``my-work/NN-topic/NN-topic.ipynb``, copied once from the release.
 
 Course updates (``git pull``, ``make exercises``) rewrite ``exercises/``, never ``my-work/`` (git-ignored),
-so a learner's answers survive them. ``llmcourse check`` and ``llmcourse progress`` read the copy.
+so a learner's answers survive them. ``llmcourse check`` and ``llmcourse progress`` read the copy. The copy
+records the release it came from (``grader.versions``), so that a later release's changed exercises can be
+named: ``outdated``.
 """
 
-import shutil
+import json
 from datetime import datetime
 from pathlib import Path
+
+from grader import versions
 
 WORK = "my-work"
 
@@ -48,7 +52,10 @@ def start(chapter: str, fresh: bool = False, root: Path | None = None) -> tuple[
         backup = copy.with_name(f"{copy.stem}.backup-{datetime.now():%Y%m%d-%H%M%S}{copy.suffix}")
         copy.rename(backup)
         note = f" (your previous copy is kept as {backup.name})"
-    shutil.copy2(release, copy)
+    data = release.read_bytes()
+    nb = json.loads(data)
+    nb["metadata"][versions.STAMP] = versions.stamp(data, nb)
+    copy.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return copy, f"copied the exercises of chapter {chapter} to {copy}{note}"
 
 
@@ -61,3 +68,14 @@ def notebook_for(chapter: str, root: Path | None = None) -> tuple[Path, bool]:
     """The notebook ``llmcourse check`` reads: the learner's copy when it exists, else the release."""
     copy = work_copy(chapter, root)
     return (copy, True) if copy.exists() else (releases(root)[chapter], False)
+
+
+def outdated(chapter: str, root: Path | None = None) -> str | None:
+    """What to tell the learner when their copy of ``chapter`` came from an older release (None: it is current,
+    or there is no copy or it does not parse: ``check`` says so)."""
+    copy = work_copy(chapter, root)
+    try:
+        changes = versions.outdated(json.loads(copy.read_bytes()), json.loads(releases(root)[chapter].read_bytes()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return versions.advice(chapter, copy, changes) if changes else None

@@ -115,3 +115,21 @@ def test_progress_lists_every_exercise_with_its_state(clone):
     assert re.search(r"^01\s+training_flops\s+not started", out, re.M)
     assert re.search(r"02-self-attention\s+0/4 exercises, 0/8 points", out)
     assert "(no copy yet: llmcourse start 01)" in out
+
+
+def test_a_copy_from_an_older_release_is_flagged_until_started_fresh(clone):
+    _, learner = clone
+    llmcourse(learner, "start", "02")
+    copy = learner / "my-work" / A02 / f"{A02}.ipynb"
+    answer_softmax(copy, MY_SOFTMAX)
+    release = learner / "exercises" / A02 / f"{A02}.ipynb"  # a course update rewrites an exercise's text
+    nb = nbformat.read(release, as_version=4)
+    next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "causal_mask_intro").source += "\nMore."
+    nbformat.write(nb, release)
+    flagged = "was copied from an older release of chapter 02 (text or checks changed: causal_mask)"
+    assert flagged in llmcourse(learner, "check", "02", check=False).stdout
+    assert flagged in llmcourse(learner, "progress").stdout
+    assert "keeps this one as a backup" not in llmcourse(learner, "start", "02", "--fresh").stdout
+    assert flagged not in llmcourse(learner, "check", "02", check=False).stdout
+    backups = list(copy.parent.glob(f"{A02}.backup-*.ipynb"))
+    assert len(backups) == 1 and MY_SOFTMAX in softmax_source(backups[0])
