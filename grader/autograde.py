@@ -139,8 +139,8 @@ def tampering_notes(submission, release, chapter: str) -> tuple[list[str], str |
             continue
         exercise = grade_id.removeprefix("check_").removeprefix("hidden_")
         if grade_id not in submitted and exercise in changes.new:
-            notes.append(f"graded cell `{grade_id}`: `{exercise}` is new in this release and not in the notebook: "
-                         f"0 points")
+            notes.append(f"graded cell `{grade_id}`: `{exercise}` is new in this release and has no cell in the "
+                         f"notebook: graded on what the notebook defines")
         elif grade_id not in submitted:
             notes.append(f"graded cell `{grade_id}` was deleted: restored from the release and graded")
         elif meta.get("checksum") and compute_checksum(submitted[grade_id]) != meta["checksum"]:

@@ -196,6 +196,33 @@ def test_collect_reads_the_usual_lms_layouts_from_a_zip(tmp_path):
     assert "3 unchanged" in llmcourse(course, "collect", "02", str(tmp_path / "export.zip")).stdout
 
 
+def test_a_notebook_from_an_older_release_is_graded_with_what_it_lacks_and_has_in_excess_named(tmp_path):
+    """The release was updated after the learner copied it: `causal_mask` was called `make_mask`."""
+    course = new_course(tmp_path)
+    llmcourse(course, "release", "02")
+    release, source = notebooks(A02)
+    answers = reference_answers(source)
+
+    def older(nb):
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if "causal_mask" in meta.get("grade_id", ""):
+                meta["grade_id"] = meta["grade_id"].replace("causal_mask", "make_mask")
+
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "erin.ipynb").write_bytes(filled(release, answers, older))
+    collected = llmcourse(course, "collect", "02", str(tmp_path / "inbox")).stdout
+    assert "erin: the notebook comes from an older release (new: causal_mask; removed: make_mask)" in collected
+    llmcourse(course, "autograde", "02", "--workers", "1")
+    notes = "\n".join(record(course, "erin")["notes"])
+    assert "graded cell `check_causal_mask`: `causal_mask` is new in this release and has no cell in the notebook: " \
+           "graded on what the notebook defines" in notes
+    assert "graded cell `check_make_mask` belongs to `make_mask`, which this release does not have" in notes
+    # nothing is lost: the learner's causal_mask, under its old cell, earns its points
+    cells = record(course, "erin")["cells"]
+    assert all(cells[cell]["earned"] == cells[cell]["possible"] for cell in ("check_causal_mask", "hidden_causal_mask"))
+
+
 def test_clear_errors_for_an_unknown_assignment_and_outside_a_course(tmp_path):
     course = new_course(tmp_path)
     proc = llmcourse(course, "release", "07", check=False)

@@ -88,7 +88,7 @@ def test_autograde_names_the_cells_an_older_release_has_and_lacks(tmp_path):
     assert foreign is None
     text = "\n".join(notes)
     assert "comes from an older release of the assignment (new: causal_mask; removed: make_mask" in text
-    assert "graded cell `check_causal_mask`: `causal_mask` is new in this release and not in the notebook: 0 points" \
+    assert "graded cell `check_causal_mask`: `causal_mask` is new in this release and has no cell in the notebook" \
         in text
     assert "graded cell `check_make_mask` belongs to `make_mask`, which this release does not have: not graded" in text
     assert "claims" not in text
