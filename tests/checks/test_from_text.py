@@ -9,7 +9,7 @@ from checks.from_text import HERE, ROOT, brief, exercise_cells
 import grader.hidden
 from grader import check
 
-IMPLEMENTED = sorted(path.stem for path in HERE.glob("*.py") if path.stem != "__init__")
+IMPLEMENTED = sorted(path.stem for path in HERE.glob("*.py") if not path.stem.startswith("__"))
 
 
 def implementation(name: str):
