@@ -566,7 +566,8 @@ def schedule_problem(table, p: int, m: int, schedule: str) -> str | None:
     if len({len(row) for row in table}) != 1:
         return (f"the rows have different lengths ({sorted({len(row) for row in table})}): every stage's row covers "
                 "every step of the run, None where it idles")
-    numbers = {op[1] for row in table for op in row if isinstance(op, (tuple, list)) and len(op) == 2}
+    numbers = {op[1] for row in table for op in row
+               if isinstance(op, (tuple, list)) and len(op) == 2 and isinstance(op[1], int)}
     if numbers == set(range(1, m + 1)):
         return Problem(f"the micro-batches are numbered 1 to {m}.", ONE_BASED)
     for row in table:
