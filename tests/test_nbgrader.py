@@ -65,10 +65,10 @@ ROUNDS = {
     # population standard deviation loses weat_effect_size's 4 (the payoff cells are not graded)
     "06-bias-and-cost": Round("weat_effect_size", ".std(correction=1)", ".std(correction=0)", 13, 9,
                               "population standard deviation"),
-    # top_k_gating 2+1, moe_forward 3+2, load_balancing_loss 2+1, moe_param_counts 2+1, model_flops_utilization 1+1,
-    # pipeline_bubble_fraction 1+1; gates not renormalised lose top_k_gating's 3 and moe_forward's 5 (it calls it)
+    # top_k_gating 2+1, moe_forward 3+2, load_balancing_loss 2+1, moe_param_counts 2+1, pipeline_schedule 3+2; gates
+    # not renormalised lose top_k_gating's 3 and moe_forward's 5 (it calls it)
     "07-experts-and-scale": Round("top_k_gating", "gates / gates.sum(dim=-1, keepdim=True), indices",
-                                  "gates, indices", 18, 10, "gates not renormalised"),
+                                  "gates, indices", 19, 11, "gates not renormalised"),
     # fit_power_law 1+1, chinchilla_loss 1+1, compute_optimal 2+1, fit_chinchilla 3+2; C = N D without the 6 loses
     # compute_optimal's 3 (the payoff cells that draw the frontier with it are not graded)
     "08-scaling-laws": Round("compute_optimal", "compute_flops / 6", "compute_flops", 12, 9,

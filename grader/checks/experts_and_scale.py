@@ -1,15 +1,18 @@
 """Chapter 07, sparse mixture of experts and training at scale: top_k_gating, moe_forward, load_balancing_loss,
-moe_param_counts, model_flops_utilization, pipeline_bubble_fraction.
+moe_param_counts, pipeline_schedule.
 
 The references are PyTorch operations and formulas written out: ``torch.softmax`` then ``torch.topk`` and a
 renormalisation for the gates; a loop over experts that runs each on the rows routed to it for the MoE layer;
-the Switch Transformer's auxiliary loss (Fedus et al. 2021, eq. 4); counts of feed-forward weights and biases;
-PaLM's MFU with 6 N FLOPs per token; GPipe's bubble (p - 1) / (m + p - 1).
+the Switch Transformer's auxiliary loss (Fedus et al. 2021, eq. 4); counts of feed-forward weights and biases.
 
-``moe_forward`` is judged by what it does too: its cases hand it experts (module-level callables, so that the
-cases pickle) that record how many rows every call saw, and the judge compares each expert's rows with the
-number of tokens routed to it. ``load_balancing_loss`` is judged by its gradient too: the loss trains the
-router, so it must reach the router logits through the mean probabilities P_i.
+``top_k_gating`` accepts any choice among tied experts (``torch.topk`` documents no order for ties): the judge
+takes the learner's indices when their probabilities are the k largest, largest first, and checks the gates
+against them. ``moe_forward`` is judged by what it does too: its cases hand it experts (module-level callables,
+so that the cases pickle) that record how many rows every call saw, and the judge compares each expert's rows
+with the number of tokens routed to it. ``load_balancing_loss`` is judged by its gradient too: the loss trains
+the router, so it must reach the router logits through the mean probabilities P_i. ``pipeline_schedule`` is
+judged by the rules a timetable obeys (GPipe's or 1F1B's, Huang et al. 2019, Narayanan et al. 2021), not
+against one table: every valid table of the shortest length, 2 (m + p - 1) unit steps, passes.
 """
 
 import math
@@ -19,12 +22,29 @@ import torch
 
 from grader.compare import Mistake, Problem, close, tensor_problem, with_mistake
 from grader.core import Case, Exercise, _changed, register
-from grader.numbers import ratio_hint, scalar_problem
 from grader.values import TensorData, describe
 
 
 def _randn(g, *shape, scale=1.0):
     return torch.randn(*shape, generator=g) * scale
+
+
+RAISED = "raised ValueError"
+
+
+@dataclass
+class RaisesValueError(Case):
+    """A case whose call may raise ValueError: the error comes back as a plain value for the judge."""
+
+    def invoke(self, fn, args, kwargs):
+        try:
+            return super().invoke(fn, args, kwargs)
+        except ValueError as err:
+            return (RAISED, str(err)[:200])
+
+
+def _raised(out) -> bool:
+    return isinstance(out, tuple) and len(out) == 2 and out[0] == RAISED
 
 
 # ---------------------------------------------------------------- top_k_gating
@@ -50,45 +70,76 @@ def _overflowing_softmax_gating(router_logits, k):
 
 def top_k_gating_mistakes() -> list:
     return [
-        Mistake("gates not renormalised: after keeping the k largest probabilities, divide them by their sum so "
-                "that each token's gates add up to 1", lambda logits, k: gating(logits, k, renormalise=None)),
-        Mistake("top-k taken over the token axis (dim=0): each token keeps its k best *experts*, topk(k, dim=-1)",
-                lambda logits, k: gating(logits, k, topk_dim=0)),
-        Mistake("softmax over the token axis (dim=0): the router's probabilities are over the experts (dim=-1)",
+        Mistake("gates not renormalised: the k kept probabilities must be rescaled so that each token's gates "
+                "add up to 1", lambda logits, k: gating(logits, k, renormalise=None)),
+        Mistake("top-k taken over the token axis: each token keeps its k best experts, so the top-k runs along "
+                "the experts (the last axis)", lambda logits, k: gating(logits, k, topk_dim=0)),
+        Mistake("softmax over the token axis: the router's probabilities are over the experts (the last axis)",
                 lambda logits, k: gating(logits, k, probs_dim=0)),
-        Mistake("a single expert where k were asked: keep the k largest (topk(k)), not the argmax",
+        Mistake("a single expert where k were asked: keep the k largest probabilities, not only the largest",
                 lambda logits, k: gating(logits, 1)),
-        Mistake("gated with the raw logits: apply the softmax over the experts first",
+        Mistake("gated with the raw logits: turn them into probabilities over the experts first",
                 lambda logits, k: gating(logits, k, use_logits=True)),
-        Mistake("applied a second softmax to the kept probabilities: renormalise by dividing by their sum",
-                lambda logits, k: gating(logits, k, renormalise="softmax")),
-        Mistake("the kept experts are listed smallest gate first: return them largest first (topk sorts so)",
+        Mistake("applied a second softmax to the kept probabilities: they are rescaled to sum to 1, which a "
+                "softmax of probabilities does not do", lambda logits, k: gating(logits, k, renormalise="softmax")),
+        Mistake("the kept experts are listed smallest gate first: return them largest first",
                 lambda logits, k: gating(logits, k, largest_first=False)),
         Mistake("returned (indices, gates): the order is (gates, indices)", lambda logits, k: gating(logits, k)[::-1]),
-        Mistake("exp overflows: large router logits give inf / inf = NaN; subtract each row's maximum first "
-                "(or use torch.softmax)", _overflowing_softmax_gating),
+        Mistake("exp overflows: large router logits give inf / inf = NaN; a softmax that subtracts each row's "
+                "maximum first (torch.softmax does) stays finite", _overflowing_softmax_gating),
     ]
 
 
 def top_k_gating_cases() -> list:
     g = torch.Generator().manual_seed(70)
+    tied = torch.tensor([[2.0, 1.0, 1.0, 0.0], [0.5, 3.0, 0.5, 0.5], [1.0, 1.0, 1.0, -1.0]])
     return [
-        Case("8 tokens, 4 experts, k = 2", (_randn(g, 8, 4), 2)),
-        Case("k = 1: 6 tokens, 8 experts (the one kept gate is 1)", (_randn(g, 6, 8), 1)),
-        Case("k = n_experts = 3: every expert kept, 5 tokens", (_randn(g, 5, 3), 3)),
-        Case("as many tokens as experts: 5 x 5, k = 2", (_randn(g, 5, 5), 2)),
-        Case("large logits (all near 100): 4 tokens, 6 experts, k = 2", (100.0 + _randn(g, 4, 6), 2)),
+        RaisesValueError("8 tokens, 4 experts, k = 2", (_randn(g, 8, 4), 2)),
+        RaisesValueError("k = 1: 6 tokens, 8 experts (the one kept gate is 1)", (_randn(g, 6, 8), 1)),
+        RaisesValueError("k = n_experts = 3: every expert kept, 5 tokens", (_randn(g, 5, 3), 3)),
+        RaisesValueError("as many tokens as experts: 5 x 5, k = 2", (_randn(g, 5, 5), 2)),
+        RaisesValueError("large logits (all near 100): 4 tokens, 6 experts, k = 2", (100.0 + _randn(g, 4, 6), 2)),
+        RaisesValueError("an untrained router, all logits 0: 3 tokens, 4 experts, k = 2 (every expert ties: any two "
+                         "different experts, gates 0.5 and 0.5)", (torch.zeros(3, 4), 2)),
+        RaisesValueError("ties for a kept place: 3 tokens, 4 experts, k = 2 (e.g. experts 1 and 2 tie for second "
+                         "place in the first row: either may be kept)", (tied, 2)),
+        RaisesValueError("k = 5 > 4 experts: ValueError", (_randn(g, 3, 4), 5)),
     ]
+
+
+def _chosen_experts(probs: torch.Tensor, k: int, out_indices) -> torch.Tensor:
+    """The learner's indices when they are a top-k choice (ties broken any way), else the reference's."""
+    reference = probs.topk(k, dim=-1).values  # (T, k), largest first
+    if not isinstance(out_indices, TensorData) or out_indices.array.dtype.kind not in "iu" \
+            or tuple(out_indices.shape) != tuple(reference.shape):
+        return probs.topk(k, dim=-1).indices
+    chosen = torch.as_tensor(out_indices.array, dtype=torch.long)
+    valid = bool(((chosen >= 0) & (chosen < probs.shape[-1])).all()) \
+        and all(len(set(row)) == k for row in chosen.tolist())
+    if valid and torch.allclose(probs.gather(-1, chosen), reference, rtol=1e-5, atol=1e-7):
+        return chosen  # the same probabilities, largest first: only tied experts differ from topk's choice
+    return probs.topk(k, dim=-1).indices
 
 
 def judge_top_k_gating(case: Case, out) -> str | None:
     logits, k = case.args
-    gates, indices = gating(logits, k)
+    n_experts = logits.shape[-1]
+    if not 1 <= k <= n_experts:
+        if _raised(out):
+            return None
+        return Problem(f"k = {k} with {n_experts} experts must raise ValueError; got {describe(out)}.",
+                       "no check of k: a k below 1 or above the number of experts raises ValueError")
+    if _raised(out):
+        return f"raised ValueError ({out[1]}) for a valid k = {k} ({n_experts} experts)"
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         return f"expected a tuple (gates, indices); got {describe(out)}"
+    probs = torch.softmax(logits, dim=-1)
+    indices = _chosen_experts(probs, k, out[1])
+    kept = probs.gather(-1, indices)
+    gates = kept / kept.sum(dim=-1, keepdim=True)
     problem = None
     if isinstance(out[1], TensorData) and out[1].array.dtype.kind not in "iu":
-        problem = f"indices have dtype {out[1].dtype}: return the integer indices that topk gives (torch.long)"
+        problem = f"indices have dtype {out[1].dtype}: expert indices are integers (torch.long, as topk gives)"
     problem = problem or tensor_problem(out[0], gates.numpy(), case, "gates")
     problem = problem or tensor_problem(out[1], indices.numpy(), case, "indices", float_dtype=False)
     if problem is None:
@@ -96,9 +147,17 @@ def judge_top_k_gating(case: Case, out) -> str | None:
     return with_mistake(problem, out, case, top_k_gating_mistakes())
 
 
+def explain_top_k_gating_error(case: Case, outcome) -> str | None:
+    logits, k = case.args
+    if "out of range" in outcome.message and k > logits.shape[-1]:
+        return (f"k = {k} is more than the {logits.shape[-1]} experts, and torch.topk refuses it with its own "
+                "error: check k first and raise ValueError")
+    return None
+
+
 register(Exercise(
     name="top_k_gating", chapter="07", signature="(router_logits, k)", points=2,
-    make_cases=top_k_gating_cases, judge=judge_top_k_gating,
+    make_cases=top_k_gating_cases, judge=judge_top_k_gating, explain_error=explain_top_k_gating_error,
 ))
 
 
@@ -143,20 +202,22 @@ def moe_forward_mistakes() -> list:
         return lambda x, router_weight, experts, k: moe_reference(x, router_weight, experts, k, **switches)
 
     return [
-        Mistake("gates not renormalised: the k kept probabilities must be divided by their sum",
+        Mistake("gates not renormalised: the k kept probabilities must be rescaled to sum to 1",
                 variant(gate_fn=lambda logits, k: gating(logits, k, renormalise=None))),
         Mistake("a single expert where k were asked: each token goes to its k best experts",
                 variant(gate_fn=lambda logits, k: gating(logits, 1))),
-        Mistake("the experts' outputs added without their gates: weight each by its token's gate",
+        Mistake("the experts' outputs added without their gates: each expert's output for a token is scaled "
+                "by that token's gate for that expert before the sum",
                 variant(weighting="sum")),
         Mistake("the experts' outputs averaged instead of weighted by the gates", variant(weighting="mean")),
         Mistake("added x to the output: the residual connection belongs to the transformer block, not to "
                 "moe_forward", variant(residual=True)),
-        Mistake("router logits from x @ router_weight.T: router_weight is (d, n_experts), so the logits are "
-                "x @ router_weight", variant(router_transposed=True)),
-        Mistake("softmax over the token axis in the router: the probabilities are over the experts (dim=-1)",
+        Mistake("router logits from the transposed router weight: router_weight is already (d, n_experts), "
+                "the shape that maps a (tokens, d) batch to one logit per expert", variant(router_transposed=True)),
+        Mistake("softmax over the token axis in the router: the probabilities are over the experts (the last "
+                "axis)",
                 variant(gate_fn=lambda logits, k: gating(logits, k, probs_dim=0))),
-        Mistake("gated with the raw router logits: apply the softmax first",
+        Mistake("gated with the raw router logits: the gates come from probabilities over the experts",
                 variant(gate_fn=lambda logits, k: gating(logits, k, use_logits=True))),
     ]
 
@@ -201,8 +262,8 @@ def moe_forward_cases() -> list:
     ]
 
 
-RUN_ON_ALL = ("experts run on all tokens: each expert must run only on the tokens routed to it, "
-              "expert(x[rows]) with rows the tokens that chose it (that is the saving of a sparse layer)")
+RUN_ON_ALL = ("experts run on all tokens: each expert must run only on the rows of the tokens routed to it, "
+              "once, on all of them together (that is the saving of a sparse layer)")
 
 
 def judge_moe_forward(case: Case, out, observations: dict) -> str | None:
@@ -224,9 +285,10 @@ def judge_moe_forward(case: Case, out, observations: dict) -> str | None:
 
 def explain_moe_forward_error(case: Case, outcome) -> str | None:
     if "cannot be multiplied" in outcome.message:
-        return "router_weight is (d, n_experts): the router logits are x @ router_weight, shape (tokens, n_experts)"
+        return ("router_weight is (d, n_experts), so it maps the (tokens, d) batch as it is, without a transpose, "
+                "to router logits of shape (tokens, n_experts)")
     if "not callable" in outcome.message:
-        return "experts is a list of callables: call experts[e](rows) on the rows routed to expert e"
+        return "experts is a list of callables, one per expert: call each one on the rows routed to it"
     return None
 
 
@@ -431,97 +493,154 @@ register(Exercise(
 ))
 
 
-# ---------------------------------------------------------------- model_flops_utilization
+# ---------------------------------------------------------------- pipeline_schedule
 
-PALM_PARAMS = 540.35e9  # Chowdhery et al. 2022
-PALM_TOKENS_PER_SECOND = 238.3e3  # observed throughput, Chowdhery et al. 2022, Appendix B
-TPU_V4_PEAK = 275e12  # bf16 FLOP/s per chip
-PALM_CHIPS = 6144
+SCHEDULES = ("gpipe", "1f1b")
 
 
-def _number_problem(out, expected: float, what: str, candidates) -> str | None:
-    """What is wrong with a returned fraction, naming the first (description, value) it matches."""
-    problem = scalar_problem(out, expected, what)
-    if problem:
-        return problem
-    if math.isclose(out, expected, rel_tol=1e-6):
+def pipeline_schedule_cases() -> list:
+    return [
+        RaisesValueError("GPipe (the default), 4 stages, 8 micro-batches", (4, 8)),
+        RaisesValueError("1F1B, 4 stages, 8 micro-batches", (4, 8), {"schedule": "1f1b"}),
+        RaisesValueError("1F1B, 4 stages, 2 micro-batches (fewer micro-batches than stages)", (4, 2),
+                         {"schedule": "1f1b"}),
+        RaisesValueError("GPipe, 3 stages, 1 micro-batch: nothing overlaps", (3, 1), {"schedule": "gpipe"}),
+        RaisesValueError("one stage, 3 micro-batches, GPipe: no pipeline, no idle step", (1, 3)),
+        RaisesValueError("one stage, 3 micro-batches, 1F1B", (1, 3), {"schedule": "1f1b"}),
+        RaisesValueError("0 stages: ValueError", (0, 4)),
+        RaisesValueError("0 micro-batches: ValueError", (3, 0), {"schedule": "1f1b"}),
+        RaisesValueError('an unknown schedule, "interleaved": ValueError', (2, 4), {"schedule": "interleaved"}),
+    ]
+
+
+NO_INPUT_CHECK = ("no check of the inputs: fewer than 1 stage or micro-batch, or a schedule other than "
+                  '"gpipe" and "1f1b", raises ValueError before any table is built')
+FORWARD_TOO_EARLY = ("a stage ran a micro-batch's forward before the stage before it had finished it: stage s "
+                     "can start micro-batch i only at a later step than stage s - 1 ran it")
+BACKWARD_WRONG_WAY = ("the backward passes run from the first stage to the last: the gradient starts at the last "
+                      "stage, right after its forward, and flows back to stage 0, one stage per step at the earliest")
+GPIPE_NO_FLUSH = ("GPipe mixes forwards and backwards on a stage: it runs all of a stage's forwards first and "
+                  "only then its backwards")
+TOO_MANY_IN_FLIGHT = ("1F1B holds too many micro-batches: stage s may hold at most n_stages - s micro-batches "
+                      "between their forward and their backward, so once it is full it must run a backward "
+                      "before its next forward")
+TOO_LONG = ("the table is longer than it has to be: some operation waited although its rules let it run "
+            "earlier (give each operation the earliest step it is allowed, and stop after the last one)")
+ONE_BASED = "micro-batches numbered from 1: they are numbered 0 to n_microbatches - 1"
+TRANSPOSED = "the table is indexed [step][stage]: it is table[stage][step], one row per stage"
+
+
+def _entry_problem(op, m) -> str | None:
+    """What is wrong with one cell of the table, or None for None, ("F", i) or ("B", i) with 0 <= i < m."""
+    if op is None:
         return None
-    problem = f"returned {out:.6g}; expected {expected:.6g}{ratio_hint(out, expected)}"
-    for description, value in candidates:
-        if math.isclose(out, value, rel_tol=1e-6):
-            return Problem(problem, description)
-    return problem
+    if not isinstance(op, (tuple, list)) or len(op) != 2 or op[0] not in ("F", "B"):
+        return f"a cell holds {describe(op)}: each cell is None, (\"F\", i) or (\"B\", i)"
+    if not isinstance(op[1], int) or isinstance(op[1], bool):
+        return f"a cell holds the micro-batch number {describe(op[1])}: micro-batch numbers are Python ints"
+    if not 0 <= op[1] < m:
+        return f"a cell holds micro-batch {op[1]}, outside 0..{m - 1}"
+    return None
 
 
-def mfu_mistakes(n, tps, peak) -> list:
-    return [
-        ("2 N FLOPs per token count the forward pass only: training (forward and backward) costs 6 N",
-         2 * n * tps / peak),
-        ("forgot the 6 FLOPs per parameter and token: MFU = 6 N tokens_per_second / peak", n * tps / peak),
-        ("returned a percentage: return the fraction (0.462, not 46.2)", 100 * 6 * n * tps / peak),
-        ("inverted: MFU is achieved FLOP/s over peak FLOP/s, 6 N tokens_per_second / peak_flops",
-         peak / (6 * n * tps)),
-        ("8 N FLOPs per token count the recomputed forward pass too: that is the hardware FLOPs utilization "
-         "(HFU); MFU counts the model's 6 N only", 8 * n * tps / peak),
-        ("forgot the tokens per second: achieved FLOP/s = 6 N x tokens per second", 6 * n / peak),
-    ]
+def _when(table) -> dict:
+    """(kind, stage, micro-batch) -> the steps it ran at."""
+    steps: dict = {}
+    for s, row in enumerate(table):
+        for t, op in enumerate(row):
+            if op is not None:
+                steps.setdefault((op[0], s, op[1]), []).append(t)
+    return steps
 
 
-def model_flops_utilization_cases() -> list:
-    return [
-        Case("PaLM 540B: 238.3 K tokens/s on 6,144 TPU v4 chips of 275 TFLOP/s (about 45.7 %; PaLM's 46.2 % "
-             "adds the attention FLOPs)", (PALM_PARAMS, PALM_TOKENS_PER_SECOND, PALM_CHIPS * TPU_V4_PEAK)),
-        Case("a 175e9-parameter model at 150,000 tokens/s on 1,024 GPUs of 312 TFLOP/s",
-             (175e9, 150_000, 1024 * 312e12)),
-        Case("a small model on a CPU: 1e6 parameters, 20,000 tokens/s, peak 300 GFLOP/s (ints)",
-             (1_000_000, 20_000, 300_000_000_000)),
-    ]
+def schedule_problem(table, p: int, m: int, schedule: str) -> str | None:
+    """What makes ``table`` not a correct, shortest timetable, or None; a named mistake where one is clear."""
+    if not isinstance(table, list) or not all(isinstance(row, list) for row in table):
+        return f"expected a list of {p} rows (one per stage), each a list of steps; got {describe(table)}"
+    shortest = 2 * (m + p - 1)
+    if len(table) != p:
+        if len(table) == shortest and all(len(row) == p for row in table):
+            return Problem(f"the table has {len(table)} rows of {p} cells; expected {p} rows, one per stage.",
+                           TRANSPOSED)
+        return f"the table has {len(table)} rows; expected {p}, one per stage"
+    if len({len(row) for row in table}) != 1:
+        return (f"the rows have different lengths ({sorted({len(row) for row in table})}): every stage's row covers "
+                "every step of the run, None where it idles")
+    numbers = {op[1] for row in table for op in row
+               if isinstance(op, (tuple, list)) and len(op) == 2 and isinstance(op[1], int)}
+    if numbers == set(range(1, m + 1)):
+        return Problem(f"the micro-batches are numbered 1 to {m}.", ONE_BASED)
+    for row in table:
+        for op in row:
+            problem = _entry_problem(op, m)
+            if problem:
+                return problem
+    steps = _when(table)
+    for s in range(p):
+        for kind in ("F", "B"):
+            for i in range(m):
+                ran = len(steps.get((kind, s, i), []))
+                if ran != 1:
+                    return f"stage {s} runs ({kind!r}, {i}) {ran} times; every stage runs each micro-batch's " \
+                           "forward once and its backward once"
+    when = {key: ts[0] for key, ts in steps.items()}
+    for s in range(1, p):
+        for i in range(m):
+            if when["F", s, i] <= when["F", s - 1, i]:
+                return Problem(f"stage {s} runs the forward of micro-batch {i} at step {when['F', s, i]}, but stage "
+                               f"{s - 1} runs it at step {when['F', s - 1, i]}.", FORWARD_TOO_EARLY)
+    for i in range(m):
+        if when["B", p - 1, i] <= when["F", p - 1, i]:
+            return Problem(f"the last stage runs the backward of micro-batch {i} at step {when['B', p - 1, i]}, "
+                           f"not after its forward at step {when['F', p - 1, i]}.", BACKWARD_WRONG_WAY)
+        for s in range(p - 1):
+            if when["B", s, i] <= when["B", s + 1, i]:
+                return Problem(f"stage {s} runs the backward of micro-batch {i} at step {when['B', s, i]}, but "
+                               f"stage {s + 1}, after it, runs it at step {when['B', s + 1, i]}.", BACKWARD_WRONG_WAY)
+    for s, row in enumerate(table):
+        kinds = [op[0] for op in row if op is not None]
+        if schedule == "gpipe" and "F" in kinds[kinds.index("B"):]:
+            return Problem(f"stage {s} runs a forward after a backward.", GPIPE_NO_FLUSH)
+        if schedule == "1f1b":
+            held = 0
+            for t, op in enumerate(row):
+                held += {"F": 1, "B": -1, None: 0}[None if op is None else op[0]]
+                if held > p - s:
+                    return Problem(f"stage {s} holds {held} micro-batches at step {t}; 1F1B allows it {p - s}.",
+                                   TOO_MANY_IN_FLIGHT)
+    length = len(table[0])
+    if length != shortest:
+        idle = sum(op is None for row in table for op in row) / (p * length)
+        return Problem(f"the table is valid but has {length} steps, with an idle share of {idle:.4g}; the shortest "
+                       f"valid {schedule} table for {p} stages and {m} micro-batches has {shortest} steps, idle "
+                       f"{(p - 1) / (m + p - 1):.4g} of the time.", TOO_LONG)
+    return None
 
 
-def judge_model_flops_utilization(case: Case, out) -> str | None:
-    n, tps, peak = case.args
-    return _number_problem(out, 6 * n * tps / peak, "the utilization", mfu_mistakes(n, tps, peak))
-
-
-register(Exercise(
-    name="model_flops_utilization", chapter="07", signature="(n_params, tokens_per_second, peak_flops)", points=1,
-    make_cases=model_flops_utilization_cases, judge=judge_model_flops_utilization,
-))
-
-
-# ---------------------------------------------------------------- pipeline_bubble_fraction
-
-def bubble_mistakes(p, m) -> list:
-    candidates = [
-        ("(p - 1) / m is the bubble time relative to the ideal compute time (Narayanan et al. 2021); the idle "
-         "fraction of the whole run is (p - 1) / (m + p - 1)", (p - 1) / m),
-        ("(p - 1) / (m + p): the schedule has m + p - 1 time slots per pass, not m + p", (p - 1) / (m + p)),
-        ("p and m swapped: p = n_stages, m = n_microbatches, idle fraction (p - 1) / (m + p - 1)",
-         (m - 1) / (m + p - 1)),
-        ("(p - 1) / p ignores the micro-batches: more micro-batches shrink the bubble", (p - 1) / p),
-        ("1 / m: the bubble also grows with the number of stages, (p - 1) / (m + p - 1)", 1 / m),
-        ("returned a percentage: return the fraction", 100 * (p - 1) / (m + p - 1)),
-        ("integer division (//): use / for a fraction", float((p - 1) // (m + p - 1))),
-    ]
-    return [(d, v) for d, v in candidates if not math.isclose(v, (p - 1) / (m + p - 1), rel_tol=1e-9)]
-
-
-def pipeline_bubble_fraction_cases() -> list:
-    return [
-        Case("4 stages, 8 micro-batches (3 / 11)", (4, 8)),
-        Case("8 stages, 32 micro-batches", (8, 32)),
-        Case("one stage: no pipeline, no bubble", (1, 4)),
-        Case("4 stages, 1 micro-batch: no overlap at all (3 / 4)", (4, 1)),
-        Case("35 stages (Megatron-Turing NLG's pipeline depth), 120 micro-batches", (35, 120)),
-    ]
-
-
-def judge_pipeline_bubble_fraction(case: Case, out) -> str | None:
+def judge_pipeline_schedule(case: Case, out) -> str | None:
     p, m = case.args
-    return _number_problem(out, (p - 1) / (m + p - 1), "the idle fraction", bubble_mistakes(p, m))
+    schedule = case.kwargs.get("schedule", "gpipe")
+    if p < 1 or m < 1 or schedule not in SCHEDULES:
+        if _raised(out):
+            return None
+        return Problem(f"n_stages = {p}, n_microbatches = {m}, schedule = {schedule!r} must raise ValueError; got "
+                       f"{describe(out)}.", NO_INPUT_CHECK)
+    if _raised(out):
+        return f"raised ValueError ({out[1]}) for valid inputs"
+    return schedule_problem(out, p, m, schedule)
+
+
+def explain_pipeline_schedule_error(case: Case, outcome) -> str | None:
+    p, m = case.args
+    if p < 1 or m < 1 or case.kwargs.get("schedule", "gpipe") not in SCHEDULES:
+        return NO_INPUT_CHECK
+    if outcome.error_type == "KeyError":
+        return "a KeyError: the table looked up an operation that has not run yet; look up only what already ran"
+    return None
 
 
 register(Exercise(
-    name="pipeline_bubble_fraction", chapter="07", signature="(n_stages, n_microbatches)", points=1,
-    make_cases=pipeline_bubble_fraction_cases, judge=judge_pipeline_bubble_fraction,
+    name="pipeline_schedule", chapter="07", signature='(n_stages, n_microbatches, schedule="gpipe")', points=3,
+    make_cases=pipeline_schedule_cases, judge=judge_pipeline_schedule,
+    explain_error=explain_pipeline_schedule_error,
 ))

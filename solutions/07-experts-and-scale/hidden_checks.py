@@ -6,7 +6,7 @@ fitted to the visible cases fails. ``grader.hidden.run_hidden`` judges them with
 
 import torch
 
-from grader.checks.experts_and_scale import GradientCase, MoECase, make_experts
+from grader.checks.experts_and_scale import GradientCase, MoECase, RaisesValueError, make_experts
 from grader.core import Case
 
 
@@ -17,9 +17,12 @@ def _gen(seed):
 def top_k_gating_cases():
     g = _gen(1007)
     return [
-        Case("many experts, k = 4", (torch.randn(12, 16, generator=g), 4)),
-        Case("one token, k = 2", (torch.randn(1, 5, generator=g) * 3, 2)),
-        Case("float64 logits", (torch.randn(7, 6, generator=g, dtype=torch.float64), 3)),
+        RaisesValueError("many experts, k = 4", (torch.randn(12, 16, generator=g), 4)),
+        RaisesValueError("one token, k = 2", (torch.randn(1, 5, generator=g) * 3, 2)),
+        RaisesValueError("float64 logits", (torch.randn(7, 6, generator=g, dtype=torch.float64), 3)),
+        RaisesValueError("tied logits, k = 3", (torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, 0.0, 2.0]]), 3)),
+        RaisesValueError("k = 0", (torch.randn(4, 3, generator=g), 0)),
+        RaisesValueError("k above the number of experts", (torch.randn(2, 6, generator=g), 7)),
     ]
 
 
@@ -49,18 +52,14 @@ def moe_param_counts_cases():
     ]
 
 
-def model_flops_utilization_cases():
+def pipeline_schedule_cases():
     return [
-        Case("a laptop run", (25_000_000, 3_000.0, 1.2e12)),
-        Case("a pod", (62e9, 1.1e6, 3072 * 275e12)),
-    ]
-
-
-def pipeline_bubble_fraction_cases():
-    return [
-        Case("two stages, two micro-batches", (2, 2)),
-        Case("deep pipeline, few micro-batches", (16, 4)),
-        Case("many micro-batches", (6, 1000)),
+        RaisesValueError("GPipe, more stages than micro-batches", (5, 3)),
+        RaisesValueError("1F1B, a long run", (6, 10), {"schedule": "1f1b"}),
+        RaisesValueError("1F1B, two stages, one micro-batch", (2, 1), {"schedule": "1f1b"}),
+        RaisesValueError("GPipe, deep and long", (8, 12), {"schedule": "gpipe"}),
+        RaisesValueError("negative micro-batches", (4, -2)),
+        RaisesValueError("a schedule name in capitals", (3, 3), {"schedule": "GPipe"}),
     ]
 
 
@@ -69,6 +68,5 @@ CASES = {
     "moe_forward": moe_forward_cases,
     "load_balancing_loss": load_balancing_loss_cases,
     "moe_param_counts": moe_param_counts_cases,
-    "model_flops_utilization": model_flops_utilization_cases,
-    "pipeline_bubble_fraction": pipeline_bubble_fraction_cases,
+    "pipeline_schedule": pipeline_schedule_cases,
 }

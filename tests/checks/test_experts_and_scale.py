@@ -1,9 +1,10 @@
 """Tests for the chapter-07 checks (grader/checks/experts_and_scale.py): top_k_gating, moe_forward, load_balancing_loss,
-moe_param_counts, model_flops_utilization, pipeline_bubble_fraction.
+moe_param_counts, pipeline_schedule.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
 - every check passes the reference solution (from the solutions notebook) and other correct ways of writing
-  the answer (topk then softmax, a loop per token, one-hot counts, a closed form);
+  the answer (topk then softmax, a loop per token, one-hot counts, a closed form, timetables from closed forms
+  and from Megatron's order of operations);
 - every check fails a stub with "not implemented yet";
 - every check fails common wrong answers, written here the way a learner would write them, and its feedback
   names the mistake; moe_forward is judged by the rows each expert saw as well, load_balancing_loss by its
@@ -26,17 +27,28 @@ from grader.checks import experts_and_scale as experts
 
 ASSIGNMENT = "07-experts-and-scale"
 
-EXERCISES = ["top_k_gating", "moe_forward", "load_balancing_loss", "moe_param_counts", "model_flops_utilization",
-             "pipeline_bubble_fraction"]
+EXERCISES = ["top_k_gating", "moe_forward", "load_balancing_loss", "moe_param_counts", "pipeline_schedule"]
 
 
 # =============================================================== top_k_gating
 
+def checks_k(gating):
+    """The same gating with the text's ValueError for k outside 1..E (the wrong answers below keep it too)."""
+    def checked(router_logits, k):
+        if not 1 <= k <= router_logits.shape[-1]:
+            raise ValueError(f"k = {k} out of range")
+        return gating(router_logits, k)
+    checked.__name__ = gating.__name__
+    return checked
+
+
+@checks_k
 def gating_topk_then_softmax(router_logits, k):
     top, indices = router_logits.topk(k, dim=-1)  # softmax of the kept logits = renormalised probabilities
     return torch.softmax(top, dim=-1), indices
 
 
+@checks_k
 def gating_sorted(router_logits, k):
     probs = F.softmax(router_logits, dim=1)
     values, order = torch.sort(probs, dim=1, descending=True)
@@ -44,34 +56,40 @@ def gating_sorted(router_logits, k):
     return kept / kept.sum(1, keepdim=True), order[:, :k]
 
 
+@checks_k
 def gating_log_space(router_logits, k):
     log_probs = router_logits - torch.logsumexp(router_logits, dim=-1, keepdim=True)
     top, indices = log_probs.topk(k)
     return torch.exp(top - torch.logsumexp(top, dim=-1, keepdim=True)), indices
 
 
+@checks_k
 def gating_not_renormalised(router_logits, k):
     probs = torch.softmax(router_logits, dim=-1)
     return probs.topk(k, dim=-1)
 
 
+@checks_k
 def gating_token_axis(router_logits, k):
     probs = torch.softmax(router_logits, dim=-1)
     gates, indices = torch.topk(probs, k, dim=0)
     return gates / gates.sum(0, keepdim=True), indices
 
 
+@checks_k
 def gating_argmax_only(router_logits, k):
     probs = torch.softmax(router_logits, dim=-1)
     gate, index = probs.max(dim=-1, keepdim=True)
     return gate / gate, index
 
 
+@checks_k
 def gating_raw_logits(router_logits, k):
     gates, indices = router_logits.topk(k)
     return gates / gates.sum(-1, keepdim=True), indices
 
 
+@checks_k
 def gating_exp_overflow(router_logits, k):
     e = router_logits.exp()
     probs = e / e.sum(-1, keepdim=True)
@@ -79,6 +97,7 @@ def gating_exp_overflow(router_logits, k):
     return gates / gates.sum(-1, keepdim=True), indices
 
 
+@checks_k
 def gating_returns_indices_first(router_logits, k):
     gates, indices = torch.softmax(router_logits, -1).topk(k)
     return indices, gates / gates.sum(-1, keepdim=True)
@@ -104,6 +123,62 @@ def test_top_k_gating_accepts_other_correct_answers(fn):
 @pytest.mark.parametrize("fn, phrase", TOP_K_GATING_MISTAKES)
 def test_top_k_gating_names_the_mistake(fn, phrase):
     assert_fails_naming(check("top_k_gating", fn), phrase)
+
+
+def gating_without_k_check(router_logits, k):
+    gates, indices = torch.softmax(router_logits, dim=-1).topk(k, dim=-1)
+    return gates / gates.sum(-1, keepdim=True), indices
+
+
+def gating_clamps_k(router_logits, k):
+    return gating_without_k_check(router_logits, min(k, router_logits.shape[-1]))
+
+
+def test_top_k_gating_names_topk_refusing_k_above_the_experts():
+    result = check("top_k_gating", gating_without_k_check)
+    assert_fails_naming(result, "torch.topk refuses it with its own error")
+    assert [c.label for c in result.cases if not c.passed] == ["k = 5 > 4 experts: ValueError"]
+
+
+def test_top_k_gating_clamping_k_is_not_the_rule():
+    assert_fails_naming(check("top_k_gating", gating_clamps_k), "no check of k")
+
+
+@checks_k
+def gating_ties_to_the_highest_index(router_logits, k):
+    """Correct: a stable sort of the probabilities with the experts reversed keeps the highest tied index."""
+    probs = torch.softmax(router_logits.flip(-1), dim=-1)
+    values, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+    kept = values[:, :k]
+    return kept / kept.sum(-1, keepdim=True), router_logits.shape[-1] - 1 - order[:, :k]
+
+
+@checks_k
+def gating_ties_to_the_lowest_index(router_logits, k):
+    probs = torch.softmax(router_logits, dim=-1)
+    values, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+    kept = values[:, :k]
+    return kept / kept.sum(-1, keepdim=True), order[:, :k]
+
+
+@pytest.mark.parametrize("fn", [gating_ties_to_the_lowest_index, gating_ties_to_the_highest_index],
+                         ids=lambda f: f.__name__)
+def test_top_k_gating_accepts_any_tied_expert(fn):
+    result = check("top_k_gating", fn)
+    assert result.passed, result.feedback
+
+
+@checks_k
+def gating_repeats_a_tied_expert(router_logits, k):
+    gates, indices = gating_ties_to_the_lowest_index(router_logits, k)
+    indices = indices.clone()
+    indices[:, -1] = indices[:, 0]  # the same expert twice on every row: never a top-k choice
+    return gates, indices
+
+
+def test_top_k_gating_refuses_an_expert_kept_twice():
+    result = check("top_k_gating", gating_repeats_a_tied_expert)
+    assert not result.passed and "indices has the right shape but wrong values" in result.feedback
 
 
 # =============================================================== moe_forward
@@ -203,7 +278,7 @@ MOE_FORWARD_MISTAKES = [
     pytest.param(moe_top1, "a single expert where k were asked", id="top-1"),
     pytest.param(moe_unweighted, "added without their gates", id="unweighted"),
     pytest.param(moe_plus_residual, "added x to the output", id="residual"),
-    pytest.param(moe_transposed_router, "x @ router_weight.T", id="router-transposed"),
+    pytest.param(moe_transposed_router, "the transposed router weight", id="router-transposed"),
 ]
 
 
@@ -404,88 +479,212 @@ def test_glam_counts_match_the_issue(reference):
     assert round(total / 1e12, 2) == 1.12 and round(active / 1e9, 1) == 51.5
 
 
-# =============================================================== model_flops_utilization
+# =============================================================== pipeline_schedule
 
-def mfu_per_device(n_params, tokens_per_second, peak_flops):
-    achieved = 6.0 * n_params * tokens_per_second  # FLOP/s
-    return achieved / peak_flops
-
-
-def mfu_forward_only(n_params, tokens_per_second, peak_flops):
-    return 2 * n_params * tokens_per_second / peak_flops
-
-
-def mfu_percent(n_params, tokens_per_second, peak_flops):
-    return 100 * 6 * n_params * tokens_per_second / peak_flops
+def validated(schedule_fn):
+    """The text's ValueErrors around a timetable builder (every answer below but one checks its inputs)."""
+    def checked(n_stages, n_microbatches, schedule="gpipe"):
+        if n_stages < 1 or n_microbatches < 1 or schedule not in ("gpipe", "1f1b"):
+            raise ValueError("bad inputs")
+        return schedule_fn(n_stages, n_microbatches, schedule)
+    checked.__name__ = schedule_fn.__name__
+    return checked
 
 
-def mfu_no_six(n_params, tokens_per_second, peak_flops):
-    return n_params * tokens_per_second / peak_flops
+def table_from_steps(n_stages, steps):
+    """table[stage][step] from {(kind, stage, micro-batch): step}."""
+    table = [[None] * (max(steps.values()) + 1) for _ in range(n_stages)]
+    for (kind, s, i), t in steps.items():
+        table[s][t] = (kind, i)
+    return table
 
 
-def mfu_hardware(n_params, tokens_per_second, peak_flops):
-    return 8 * n_params * tokens_per_second / peak_flops
+def earliest_steps(n_stages, n_microbatches, order):
+    """Each stage runs its operations in the given order, each at the earliest step its dependencies allow."""
+    p = n_stages
+    steps = {}
+    while len(steps) < 2 * p * n_microbatches:
+        for s in range(p):
+            free = -1
+            for kind, i in order[s]:
+                if (kind, s, i) in steps:
+                    free = steps[kind, s, i]
+                    continue
+                before = [("F", s - 1, i)] if kind == "F" and s > 0 else []
+                if kind == "B":
+                    before = [("F", s, i)] + ([("B", s + 1, i)] if s < p - 1 else [])
+                if not all(d in steps for d in before):
+                    break
+                free = max([free] + [steps[d] for d in before]) + 1
+                steps[kind, s, i] = free
+    return steps
 
 
-def test_model_flops_utilization_accepts_another_correct_answer():
-    assert check("model_flops_utilization", mfu_per_device).passed
-    as_tensor_then_float = lambda n, t, p: float(torch.tensor(6.0 * n * t / p, dtype=torch.float64))  # noqa: E731
-    assert check("model_flops_utilization", as_tensor_then_float).passed
+@validated
+def schedule_closed_form(n_stages, n_microbatches, schedule):
+    """Correct: GPipe's steps written out, the backwards in reverse order as in GPipe's figure; 1F1B from
+    Megatron-LM's order of operations (warm-up forwards, then one forward one backward, then cool-down)."""
+    p, m = n_stages, n_microbatches
+    if schedule == "gpipe":
+        steps = {("F", s, i): s + i for s in range(p) for i in range(m)}
+        steps |= {("B", s, i): (m + p - 1) + (p - 1 - s) + (m - 1 - i) for s in range(p) for i in range(m)}
+        return table_from_steps(p, steps)
+    order = []
+    for s in range(p):
+        warmup = min(p - s - 1, m)
+        ops = [("F", i) for i in range(warmup)]
+        for i in range(m - warmup):
+            ops += [("F", warmup + i), ("B", i)]
+        ops += [("B", i) for i in range(m - warmup, m)]
+        order.append(ops)
+    return table_from_steps(p, earliest_steps(p, m, order))
 
 
-@pytest.mark.parametrize("fn, phrase", [
-    pytest.param(mfu_forward_only, "forward pass only", id="forward-only"),
-    pytest.param(mfu_percent, "returned a percentage", id="percent"),
-    pytest.param(mfu_no_six, "forgot the 6 FLOPs", id="no-six"),
-    pytest.param(mfu_hardware, "hardware FLOPs utilization", id="hfu"),
-])
-def test_model_flops_utilization_names_the_mistake(fn, phrase):
-    assert_fails_naming(check("model_flops_utilization", fn), phrase)
+@validated
+def schedule_per_stage_order(n_stages, n_microbatches, schedule):
+    """Correct: GPipe as every stage's forwards then backwards in micro-batch order, placed at the earliest steps."""
+    if schedule == "1f1b":
+        return schedule_closed_form(n_stages, n_microbatches, schedule)
+    ops = [("F", i) for i in range(n_microbatches)] + [("B", i) for i in range(n_microbatches)]
+    return table_from_steps(n_stages, earliest_steps(n_stages, n_microbatches, [ops] * n_stages))
 
 
-def test_palm_mfu_without_the_attention_term():
-    n, tps, peak = experts.PALM_PARAMS, experts.PALM_TOKENS_PER_SECOND, experts.PALM_CHIPS * experts.TPU_V4_PEAK
-    assert round(6 * n * tps / peak, 3) == 0.457
-    attention = 12 * 118 * 48 * 256 * 2048  # PaLM's 12 L H Q T (118 layers, 48 heads of 256, 2,048 tokens)
-    assert round((6 * n + attention) * tps / peak, 3) == 0.462  # the 46.2 % PaLM reports
+def _gpipe(n_stages, n_microbatches, *, forward_at, backward_at):
+    steps = {("F", s, i): forward_at(s, i) for s in range(n_stages) for i in range(n_microbatches)}
+    steps |= {("B", s, i): backward_at(s, i) for s in range(n_stages) for i in range(n_microbatches)}
+    return table_from_steps(n_stages, steps)
 
 
-# =============================================================== pipeline_bubble_fraction
-
-def bubble_from_schedule(n_stages, n_microbatches):
-    slots = n_microbatches + n_stages - 1  # one pass of the pipeline
-    busy = n_microbatches  # every stage works once per micro-batch
-    return (slots - busy) / slots
-
-
-def bubble_megatron(n_stages, n_microbatches):
-    return (n_stages - 1) / n_microbatches
+@validated
+def schedule_without_stagger(n_stages, n_microbatches, schedule):
+    """Every stage starts at step 0, as if the stages did not wait for each other."""
+    m = n_microbatches
+    return _gpipe(n_stages, m, forward_at=lambda s, i: i, backward_at=lambda s, i: m + (n_stages - 1 - s) + i)
 
 
-def bubble_plus_p(n_stages, n_microbatches):
-    return (n_stages - 1) / (n_microbatches + n_stages)
+@validated
+def schedule_backward_from_the_first_stage(n_stages, n_microbatches, schedule):
+    """The backward pattern copied from the forward one: stage 0 first."""
+    p, m = n_stages, n_microbatches
+    return _gpipe(p, m, forward_at=lambda s, i: s + i, backward_at=lambda s, i: m + p - 1 + s + i)
 
 
-def bubble_swapped(n_stages, n_microbatches):
-    return (n_microbatches - 1) / (n_microbatches + n_stages - 1)
+@validated
+def schedule_gpipe_always(n_stages, n_microbatches, schedule):
+    """GPipe's table whatever the schedule asked."""
+    return schedule_closed_form(n_stages, n_microbatches, "gpipe")
 
 
-def bubble_floor(n_stages, n_microbatches):
-    return (n_stages - 1) // (n_microbatches + n_stages - 1)
+@validated
+def schedule_one_microbatch_at_a_time(n_stages, n_microbatches, schedule):
+    """No overlap: each micro-batch goes forward and back through the whole pipeline before the next starts."""
+    p = n_stages
+    steps = {}
+    for i in range(n_microbatches):
+        start = 2 * p * i
+        steps |= {("F", s, i): start + s for s in range(p)}
+        steps |= {("B", s, i): start + p + (p - 1 - s) for s in range(p)}
+    return table_from_steps(p, steps)
 
 
-def test_pipeline_bubble_fraction_accepts_another_correct_answer():
-    assert check("pipeline_bubble_fraction", bubble_from_schedule).passed
+@validated
+def schedule_same_step_forward(n_stages, n_microbatches, schedule):
+    """A clock that lets stage s see what stage s - 1 ran in the same step (<= where < belongs)."""
+    p, m = n_stages, n_microbatches
+    ran_at = {}
+    next_f, next_b = [0] * p, [0] * p
+    table = [[] for _ in range(p)]
+    step = 0
+    while min(next_b) < m:
+        for s in range(p):
+            f, b = next_f[s], next_b[s]
+            forward_ready = f < m and (s == 0 or ran_at.get(("F", s - 1, f), step + 1) <= step)
+            after = ("F", s, b) if s == p - 1 else ("B", s + 1, b)
+            backward_ready = b < f and ran_at.get(after, step) < step
+            op = ("F", f) if forward_ready else ("B", b) if backward_ready and f == m else None
+            if op is not None:
+                ran_at[(op[0], s, op[1])] = step
+                next_f[s] += op[0] == "F"
+                next_b[s] += op[0] == "B"
+            table[s].append(op)
+        step += 1
+    return table
 
 
-@pytest.mark.parametrize("fn, phrase", [
-    pytest.param(bubble_megatron, "(p - 1) / m is the bubble time relative", id="p-1-over-m"),
-    pytest.param(bubble_plus_p, "not m + p", id="m-plus-p"),
-    pytest.param(bubble_swapped, "p and m swapped", id="swapped"),
-    pytest.param(bubble_floor, "integer division", id="floor"),
-])
-def test_pipeline_bubble_fraction_names_the_mistake(fn, phrase):
-    assert_fails_naming(check("pipeline_bubble_fraction", fn), phrase)
+@validated
+def schedule_one_based(n_stages, n_microbatches, schedule):
+    return [[None if op is None else (op[0], op[1] + 1) for op in row]
+            for row in schedule_closed_form(n_stages, n_microbatches, schedule)]
+
+
+@validated
+def schedule_transposed(n_stages, n_microbatches, schedule):
+    return [list(column) for column in zip(*schedule_closed_form(n_stages, n_microbatches, schedule))]
+
+
+def schedule_without_input_check(n_stages, n_microbatches, schedule="gpipe"):
+    if n_stages < 1 or n_microbatches < 1:
+        return []
+    return schedule_closed_form(n_stages, n_microbatches, "1f1b" if schedule == "1f1b" else "gpipe")
+
+
+@validated
+def schedule_with_a_trailing_idle_step(n_stages, n_microbatches, schedule):
+    return [row + [None] for row in schedule_closed_form(n_stages, n_microbatches, schedule)]
+
+
+PIPELINE_SCHEDULE_CORRECT = [schedule_closed_form, schedule_per_stage_order]
+PIPELINE_SCHEDULE_MISTAKES = [
+    pytest.param(schedule_without_stagger, "before the stage before it had finished it", id="no-stagger"),
+    pytest.param(schedule_same_step_forward, "before the stage before it had finished it", id="same-step"),
+    pytest.param(schedule_backward_from_the_first_stage, "from the first stage to the last", id="backward-wrong-way"),
+    pytest.param(schedule_gpipe_always, "1F1B holds too many micro-batches", id="gpipe-for-1f1b"),
+    pytest.param(schedule_one_microbatch_at_a_time, "GPipe mixes forwards and backwards", id="serial"),
+    pytest.param(schedule_one_based, "numbered from 1", id="one-based"),
+    pytest.param(schedule_transposed, "indexed [step][stage]", id="transposed"),
+    pytest.param(schedule_without_input_check, "no check of the inputs", id="no-input-check"),
+    pytest.param(schedule_with_a_trailing_idle_step, "longer than it has to be", id="trailing-idle-step"),
+]
+
+
+@pytest.mark.parametrize("fn", PIPELINE_SCHEDULE_CORRECT, ids=lambda f: f.__name__)
+def test_pipeline_schedule_accepts_other_correct_answers(fn):
+    result = check("pipeline_schedule", fn)
+    assert result.passed, result.feedback
+
+
+@pytest.mark.parametrize("fn, phrase", PIPELINE_SCHEDULE_MISTAKES)
+def test_pipeline_schedule_names_the_mistake(fn, phrase):
+    assert_fails_naming(check("pipeline_schedule", fn), phrase)
+
+
+def test_one_microbatch_at_a_time_is_too_long_for_1f1b():
+    result = check("pipeline_schedule", schedule_one_microbatch_at_a_time)
+    failed = {c.label: c.mistake for c in result.cases if not c.passed}
+    assert "longer than it has to be" in failed["1F1B, 4 stages, 8 micro-batches"]
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("p, m", [(1, 1), (1, 5), (4, 1), (4, 8), (8, 3), (5, 16)])
+def test_the_reference_tables_idle_as_gpipes_formula_says(reference, p, m, schedule):
+    table = reference_fn(reference, "pipeline_schedule")(p, m, schedule)
+    idle = sum(op is None for row in table for op in row)
+    assert len(table[0]) == 2 * (m + p - 1)
+    assert idle * (m + p - 1) == (p - 1) * p * len(table[0])  # idle share (p - 1) / (m + p - 1), exactly
+    assert experts.schedule_problem(table, p, m, schedule) is None
+
+
+def test_1f1b_holds_fewer_microbatches_than_gpipe(reference):
+    def most_held(row):
+        held = most = 0
+        for op in row:
+            held += 0 if op is None else 1 if op[0] == "F" else -1
+            most = max(most, held)
+        return most
+
+    build = reference_fn(reference, "pipeline_schedule")
+    assert [most_held(row) for row in build(4, 8, "gpipe")] == [8, 8, 8, 8]
+    assert [most_held(row) for row in build(4, 8, "1f1b")] == [4, 3, 2, 1]
 
 
 # =============================================================== an answer that changes its input
@@ -507,8 +706,7 @@ HIDDEN_WRONG = {
     "moe_forward": moe_dense,
     "load_balancing_loss": balance_probs_only,
     "moe_param_counts": counts_first_layer_moe,
-    "model_flops_utilization": mfu_forward_only,
-    "pipeline_bubble_fraction": bubble_megatron,
+    "pipeline_schedule": schedule_backward_from_the_first_stage,
 }
 
 
@@ -523,15 +721,18 @@ class TestChapterContract(ChapterContract):
         pytest.param("moe_forward", moe_dense, id="moe-dense"),
         pytest.param("load_balancing_loss", balance_no_factor, id="balance-no-factor"),
         pytest.param("moe_param_counts", counts_without_biases, id="counts-no-biases"),
-        pytest.param("pipeline_bubble_fraction", bubble_megatron, id="bubble-megatron"),
+        pytest.param("pipeline_schedule", schedule_without_stagger, id="schedule-no-stagger"),
+        pytest.param("pipeline_schedule", schedule_backward_from_the_first_stage, id="schedule-backward-wrong-way"),
+        pytest.param("pipeline_schedule", schedule_gpipe_always, id="schedule-gpipe-for-1f1b"),
+        pytest.param("pipeline_schedule", schedule_one_microbatch_at_a_time, id="schedule-serial"),
+        pytest.param("pipeline_schedule", schedule_without_input_check, id="schedule-no-input-check"),
     ]
     ALL_OR_NOTHING = [
         ("top_k_gating", gating_topk_then_softmax, gating_not_renormalised),
         ("moe_forward", moe_per_token, moe_dense),
         ("load_balancing_loss", balance_one_hot, balance_probs_only),
         ("moe_param_counts", counts_by_loop, counts_first_layer_moe),
-        ("model_flops_utilization", mfu_per_device, mfu_forward_only),
-        ("pipeline_bubble_fraction", bubble_from_schedule, bubble_megatron),
+        ("pipeline_schedule", schedule_closed_form, schedule_gpipe_always),
     ]
     GARBAGE = DEFAULT_GARBAGE + [A_LIST]
 
