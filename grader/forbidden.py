@@ -91,6 +91,20 @@ HF_BERT_LAYER = Forbidden(
                       "BertOutput", "BertEncoder")),
     "build the layer from your own `multi_head_attention`, `layer_norm` and `feed_forward`")
 
+PREDICT = Forbidden(
+    "llmcourse.finetune.predict",
+    (("llmcourse.finetune", "predict"),),
+    "run the model over the batches yourself, in eval mode and without gradients, and keep count of the loss "
+    "and the right predictions batch by batch")
+HELDOUT_ACCURACY = Forbidden(
+    "llmcourse.finetune.heldout_accuracy",
+    (("llmcourse.finetune", "heldout_accuracy"),),
+    "count the right predictions (the argmax over the classes equal to the label) yourself, batch by batch")
+FIT = Forbidden(
+    "llmcourse.finetune.fit",
+    (("llmcourse.finetune", "fit"),),
+    "write the loop over the batches yourself, with the optimizer and scheduler you are given (`fit` builds "
+    "its own)")
 
 # ---------------------------------------------------------------- who called
 

@@ -52,10 +52,10 @@ ROUNDS = {
     # projection loses multi_head_attention's 5 and bert_layer's 5 (it calls multi_head_attention)
     "03-multi-head-attention": Round("multi_head_attention", ' @ p["w_o"].T + p["b_o"]', "", 19, 9,
                                      "no output projection"),
-    # mask_tokens 3+2, accuracy 1+1, train_epoch 3+2; dropping optimizer.zero_grad() loses train_epoch's 5
+    # mask_tokens 3+2, evaluate 3+1, train_epoch 3+2; dropping the zero_grad line loses train_epoch's 5
     # (the payoff cells that fine-tune MiniLM with it are not graded)
-    "04-transfer-learning": Round("train_epoch", "        optimizer.zero_grad()\n", "", 12, 7,
-                                  "optimizer.zero_grad() forgotten"),
+    "04-transfer-learning": Round("train_epoch", "optimizer.zero_grad()  # the next", "# the next", 14, 9,
+                                  "optimizer.zero_grad forgotten"),
     # next_token_logprobs 1+1, sequence_logprob 2+1, greedy_decode 2+1, beam_search 3+2, top_k_filter 1+1,
     # top_p_filter 2+1, sample_next_token 2+1, few_shot_prompt 1+1, classify_by_likelihood 2+1; scoring token t
     # with the logits at t loses sequence_logprob's 3 and classify_by_likelihood's 3 (it calls sequence_logprob)
@@ -89,6 +89,11 @@ FORBIDDEN = {
     "02-self-attention": ("softmax", "def softmax(x, dim=-1):\n    return torch.softmax(x, dim=dim)", "calls `torch.softmax`"),
     "03-multi-head-attention": ("layer_norm", "def layer_norm(x, weight, bias, eps=1e-5):\n    return "
                                 "torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)", "calls `F.layer_norm`"),
+    "04-transfer-learning": ("evaluate", "def evaluate(model, batches):\n    from llmcourse.finetune import predict\n"
+                             "    logits, labels = predict(model, list(batches))\n    return {\"loss\": "
+                             "torch.nn.functional.cross_entropy(logits, labels).item(), \"accuracy\": "
+                             "(logits.argmax(-1) == labels).float().mean().item(), \"examples\": len(labels)}",
+                             "calls `llmcourse.finetune.predict`"),
     "05-gpt-and-prompting": ("top_k_filter", "def top_k_filter(logits, k):\n    from transformers import TopKLogitsWarper\n"
                              "    return TopKLogitsWarper(k)(None, logits)", "calls `TopKLogitsWarper`"),
     "10-open-models": ("absmax_quantize", "def absmax_quantize(w, bits=8):\n    scale = w.abs().max().item() / "

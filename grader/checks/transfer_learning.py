@@ -1,4 +1,4 @@
-"""Chapter 04, transfer learning: mask_tokens, accuracy, train_epoch.
+"""Chapter 04, transfer learning: mask_tokens, evaluate, train_epoch.
 
 ``mask_tokens`` is random, so its check is statistical: each case masks tens of thousands of tokens
 with a seeded generator and compares the shares with BERT's rule (15 % of the non-special tokens
@@ -7,16 +7,21 @@ wide enough that any correct way of drawing passes (by 4.5 standard deviations o
 enough that the usual wrong rules fail. The case also calls the function again with the same and with
 another seed, to see that the draws come from ``generator``.
 
-``accuracy`` is judged on its value against ``(logits.argmax(-1) == labels).float().mean()``.
+``evaluate`` and ``train_epoch`` run on a tiny sequence classifier (an embedding, a mean over the real
+tokens and a linear layer, called like a Hugging Face model) that records the mode of every forward
+pass and whether gradients were on. ``evaluate`` is judged on its values (the loss and accuracy
+recomputed per batch and weighted by batch size; the usual wrong means are recomputed too, to name them)
+and on those records: eval mode, no gradients, the model's mode given back.
 
-``train_epoch`` is judged on its side effects. Each case builds a tiny sequence classifier (an
-embedding, a mean over the real tokens and a linear layer, called like a Hugging Face model), an SGD
-optimizer that records the gradients and learning rate it sees at every step, and optionally a
-scheduler that counts its steps; it hands the model over in eval mode. Afterwards it recomputes, for
-every batch, the loss and the gradient at the weights the optimizer saw, and reports as plain values:
-the steps per batch, whether each step used that batch's own gradient (or an accumulated one, or
-none), the learning rates, the scheduler steps, the model's mode during and after the epoch, and the
-per-batch losses that the returned mean must match.
+``train_epoch`` is judged on its side effects: an SGD optimizer records the gradients and learning rate
+it sees at every step, and optionally a scheduler counts its steps; the model is handed over in eval
+mode. Afterwards the case recomputes, for every batch, the loss and the gradient at the weights the
+optimizer saw, and reports as plain values: the steps per batch, whether each step used that batch's
+own gradient (or an accumulated one, or none), the learning rates, the scheduler steps, the model's
+mode during and after the epoch, and the per-batch losses that the returned mean must match.
+
+Both raise ``ValueError`` on no batches at all; a case without batches reports that error (or the
+crash of a loop that divides by its own count of zero) as a plain value for the judge.
 """
 
 import math
@@ -29,6 +34,7 @@ from torch import nn
 
 from grader.compare import Mistake, Problem
 from grader.core import Case, Exercise, _changed, register
+from grader.forbidden import FIT, HELDOUT_ACCURACY, PREDICT
 from grader.values import TensorData, describe
 
 IGNORE = -100  # the label of a token that was not chosen (cross-entropy's ignore_index)
@@ -136,13 +142,13 @@ def _mask_mistake(description, **switches):
 
 
 IN_PLACE = _mask_mistake(
-    "changed `input_ids` in place (`inputs = input_ids` is the same tensor, not a copy): start from "
-    "`input_ids.clone()` and build the labels from the untouched original", in_place=True)
+    "changed `input_ids` in place (a new name for a tensor is the same tensor, not a copy): work on a copy "
+    "(`clone`) and take the labels from the untouched original", in_place=True)
 LABELS_REPLACED = _mask_mistake(
     "the labels hold the replaced tokens ([MASK] or the random ones): a label is the *original* id of its "
     "token, taken from `input_ids` before any replacement", labels_after=True)
 LABELS_EVERYWHERE = _mask_mistake(
-    "labels kept at the positions that were not chosen: set the label to -100 wherever a token was not "
+    "labels kept at the positions that were not chosen: the label is -100 wherever a token was not "
     "chosen, so the loss only counts the chosen 15 %", labels_everywhere=True)
 LABELS_INVERTED = _mask_mistake(
     "labels inverted: the chosen tokens got -100 and the others kept their id; it is the other way round",
@@ -151,19 +157,19 @@ KEPT_UNLABELLED = _mask_mistake(
     "labels only where a token was replaced: the 10 % of chosen tokens that stay unchanged are still "
     "chosen and keep their original id as label (the model must predict them too)", kept_unlabelled=True)
 SPECIAL_CHOSEN = _mask_mistake(
-    "special tokens ([CLS], [SEP], [PAD]) were chosen or replaced: give them probability 0 with "
-    "`special_tokens_mask` (True = special) before drawing", special_too=True)
+    "special tokens ([CLS], [SEP], [PAD]) were chosen or replaced: `special_tokens_mask` (True = special) "
+    "marks the tokens that are never chosen", special_too=True)
 UNCHOSEN_REPLACED = _mask_mistake(
-    "tokens that were not chosen were replaced: the 80/10/10 rule applies only to the chosen tokens "
-    "(combine every replacement with `& chosen`)", unchosen_random=True)
+    "tokens that were not chosen were replaced: the 80/10/10 rule applies only to the chosen tokens, so "
+    "every replacement mask must be restricted to them", unchosen_random=True)
 P_IGNORED = _mask_mistake(
-    "ignored `mlm_probability` (always 15 %): choose each token with probability `mlm_probability`", p=0.15)
+    "ignored `mlm_probability` (always 15 %): each token is chosen with probability `mlm_probability`", p=0.15)
 ALL_MASK = _mask_mistake(
     "every chosen token became [MASK] (100 % [MASK] replacement): of the chosen tokens, 80 % become [MASK], "
     "10 % a random token and 10 % stay unchanged", mask_share=1.0)
 RANDOM_OF_REST = _mask_mistake(
     "the random replacement drew 10 % of the tokens left after [MASK], which is 10 % of 20 % = 2 % of the "
-    "chosen: the 20 % left are split in half, so draw them with probability 0.5", random_share=0.1)
+    "chosen: the 20 % left are split in half", random_share=0.1)
 NO_RANDOM = _mask_mistake(
     "no random replacements: 10 % of the chosen tokens become a random token from the vocabulary",
     random_share=0.0)
@@ -172,18 +178,18 @@ NO_KEPT = _mask_mistake(
     "unchanged (10 % of the chosen)", random_share=1.0)
 OVERLAP = Mistake(
     "the [MASK] and random draws overlap (both taken from all the chosen tokens, the random one written "
-    "last), so fewer than 80 % end as [MASK]: draw the random 10 % only among the chosen tokens that were "
-    "not masked (`& ~masked`), with probability 0.5",
+    "last), so fewer than 80 % end as [MASK]: the random 10 % are drawn only among the chosen tokens that "
+    "were not masked, which are 20 % of the chosen, so half of them",
     lambda *args, **kwargs: _overlap_variant(*args, **kwargs))
 RANDOM_FROM_INPUT = _mask_mistake(
-    "the random tokens were drawn from the masked tokens (or the sentence's own ids), not from the whole "
-    "vocabulary: use `torch.randint(vocab_size, shape, generator=generator)`", random_from_input=True)
+    "the random tokens were drawn from the masked tokens (or the sentence's own ids), not uniformly from the "
+    "whole vocabulary (`torch.randint` up to `vocab_size`)", random_from_input=True)
 NARROW_VOCAB = Mistake(
-    "the random tokens do not cover the whole vocabulary 0 .. vocab_size - 1: draw them with "
-    "`torch.randint(vocab_size, ...)`", lambda *args, **kwargs: _mask_variant(*args, **kwargs, vocab_high=100))
+    "the random tokens do not cover the whole vocabulary 0 .. vocab_size - 1: every id of the vocabulary "
+    "must be equally likely", lambda *args, **kwargs: _mask_variant(*args, **kwargs, vocab_high=100))
 GENERATOR_IGNORED = Mistake(
-    "ignored `generator`: every random draw (torch.rand, torch.bernoulli, torch.randint) must take "
-    "`generator=generator`, so that the same generator gives the same masking",
+    "ignored `generator`: every random draw (torch.rand, torch.bernoulli, torch.randint) must come from the "
+    "`generator` argument, so that the same seeded generator gives the same masking",
     lambda *args, generator=None, **kwargs: _mask_variant(*args, **kwargs))
 OWN_GENERATOR = Mistake(
     "the masking is the same whatever generator is passed in (a generator or seed of your own?): draw from "
@@ -379,11 +385,11 @@ def explain_mask_tokens_error(case: Case, outcome) -> str | None:
     if "expected a bool" in message.lower() or "must be a bool" in message.lower() or "boolean" in message.lower():
         return "special_tokens_mask is a boolean tensor (True = special): combine masks with &, | and ~"
     if "generator" in message:
-        return ("`generator` is a torch.Generator (or None): pass it on as `generator=generator` to torch.rand, "
-                "torch.bernoulli and torch.randint")
+        return ("`generator` is a torch.Generator (or None): torch.rand, torch.bernoulli and torch.randint take "
+                "it as their `generator` keyword")
     if "shape mismatch" in message or "must match" in message:
-        return ("replace only where the mask is True: `inputs[masked] = mask_token_id`, and for random tokens "
-                "`inputs[rand] = random_ids[rand]` with `random_ids` drawn for the whole shape")
+        return ("a boolean mask selects as many values as it has True entries: assign one value to all of them, "
+                "or select the new values with the same mask from a tensor of the full shape")
     return None
 
 
@@ -394,107 +400,7 @@ register(Exercise(
 ))
 
 
-# ================================================================ accuracy
-
-def accuracy_cases() -> list:
-    g = torch.Generator().manual_seed(43)
-
-    def logits(n, c, scale=2.0):
-        return torch.randn(n, c, generator=g) * scale
-
-    def labels(n, c):
-        return torch.randint(c, (n,), generator=g)
-
-    confident = logits(7, 3)
-    square = logits(6, 6)
-    square_labels = square.argmax(-1)
-    square_labels[4:] = (square_labels[4:] + 1) % 6  # 4 of 6 right
-    assert _accuracy_of(square.argmax(0), square_labels) != _accuracy_of(square.argmax(-1), square_labels)
-    return [
-        Case("logits (10, 2), labels (10,): two classes", (logits(10, 2), labels(10, 2))),
-        Case("logits (12, 5), labels (12,): five classes", (logits(12, 5), labels(12, 5))),
-        Case("logits (7, 3) whose every argmax is the label: accuracy 1.0", (confident, confident.argmax(-1))),
-        Case("one example: logits (1, 4), labels (1,)", (logits(1, 4), labels(1, 4))),
-        Case("as many classes as examples: logits (6, 6), labels (6,)", (square, square_labels)),
-        Case("float64 logits (9, 3), labels (9,)", (logits(9, 3).double(), labels(9, 3))),
-    ]
-
-
-def _accuracy_of(predictions, labels) -> float:
-    return (predictions == labels).float().mean().item()
-
-
-ACCURACY_MISTAKES = [
-    Mistake("averaged the probability of the right class instead of counting argmax hits: predict with "
-            "logits.argmax(dim=-1), then compare with the labels",
-            lambda logits, labels: logits.softmax(-1).gather(-1, labels[:, None]).mean().item()),
-    Mistake("averaged the largest probability (the model's confidence), which ignores the labels: compare "
-            "logits.argmax(dim=-1) with the labels",
-            lambda logits, labels: logits.softmax(-1).max(-1).values.mean().item()),
-    Mistake("accuracy from one class's probability without argmax (class 1 when its probability > 0.5): "
-            "that only works for two classes; take logits.argmax(dim=-1)",
-            lambda logits, labels: _accuracy_of((logits.softmax(-1)[:, 1] > 0.5).long(), labels)),
-    Mistake("predicted class 1 where its logit is positive, without argmax: take logits.argmax(dim=-1), "
-            "which compares every class's logit",
-            lambda logits, labels: _accuracy_of((logits[:, 1] > 0).long(), labels)),
-    Mistake("argmax over the examples (dim=0) instead of over the classes (dim=-1)",
-            lambda logits, labels: _accuracy_of(logits.argmax(0), labels)),
-    Mistake("kept the class axis (argmax with keepdim=True), so predictions (N, 1) and labels (N,) "
-            "broadcast to an (N, N) comparison",
-            lambda logits, labels: _accuracy_of(logits.argmax(-1, keepdim=True), labels)),
-    Mistake("returned the number of correct predictions, not the fraction: divide by the number of examples",
-            lambda logits, labels: float((logits.argmax(-1) == labels).sum())),
-    Mistake("returned the error rate (the fraction of wrong predictions) instead of the accuracy",
-            lambda logits, labels: 1 - _accuracy_of(logits.argmax(-1), labels)),
-    Mistake("integer division (//) of the number right by the number of examples gives 0 (or 1): use / or "
-            ".float().mean()", lambda logits, labels: float(int((logits.argmax(-1) == labels).sum()) // len(labels))),
-    Mistake("argmin instead of argmax: the predicted class is the one with the largest logit",
-            lambda logits, labels: _accuracy_of(logits.argmin(-1), labels)),
-]
-RETURNED_TENSOR = ("returned a tensor: return a Python float, for example "
-                   "`(predictions == labels).float().mean().item()`")
-
-
-def judge_accuracy(case: Case, out):
-    logits, labels = case.args
-    expected = _accuracy_of(logits.argmax(-1), labels)
-    value = _number(out)
-    if value is None:
-        inside = _scalar_tensor(out)
-        if inside is not None and math.isclose(inside, expected, abs_tol=1e-6):
-            return Problem(f"the value is right ({inside:.4f}) but it is {describe(out)}.", RETURNED_TENSOR)
-        if inside is None:
-            return f"return the accuracy as a Python float; got {describe(out)}"
-        value = inside
-    if math.isclose(value, expected, abs_tol=1e-6):
-        return None if _number(out) is not None else Problem(f"{describe(out)}.", RETURNED_TENSOR)
-    problem = f"returned {value:.4f}; expected {expected:.4f} ({round(expected * len(labels))} of {len(labels)} right)"
-    for mistake in ACCURACY_MISTAKES:
-        try:
-            candidate = mistake.make(*case.inputs()[0])
-        except Exception:  # that mistake does not apply to these shapes
-            continue
-        if math.isclose(float(candidate), value, abs_tol=1e-5):
-            return Problem(problem, mistake.description)
-    return problem
-
-
-def explain_accuracy_error(case: Case, outcome) -> str | None:
-    if "must match the size" in outcome.message:
-        return ("take the argmax over the classes, logits.argmax(dim=-1): one prediction per example, shape (N,) "
-                "like the labels (dim=0 runs over the examples)")
-    if "only one element tensors" in outcome.message or "a Tensor with" in outcome.message:
-        return "reduce to one number first (.mean()), then .item()"
-    return None
-
-
-register(Exercise(
-    name="accuracy", chapter="04", signature="(logits, labels)", points=1,
-    make_cases=accuracy_cases, judge=judge_accuracy, explain_error=explain_accuracy_error,
-))
-
-
-# ================================================================ train_epoch
+# ================================================================ the tiny classifier of evaluate and train_epoch
 
 TINY_VOCAB, TINY_DIM, TINY_LABELS = 40, 8, 3
 
@@ -517,21 +423,20 @@ class TinyClassifier(nn.Module):
     """A sequence classifier called like a Hugging Face model: ``model(input_ids=..., attention_mask=...,
     labels=...)`` returns ``.loss`` (mean cross-entropy) and ``.logits`` ``(B, num_labels)``.
     An embedding, the mean over the real tokens, a linear layer; no dropout, so every forward pass is
-    deterministic. It records the mode (train/eval) of every forward pass that builds a graph."""
+    deterministic. It records, for every forward pass, its mode (train/eval) and whether gradients were on."""
 
     def __init__(self, vocab_size=TINY_VOCAB, dim=TINY_DIM, num_labels=TINY_LABELS):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim)
         self.head = nn.Linear(dim, num_labels)
-        self.forward_modes: list[bool] = []
+        self.passes: list[tuple[bool, bool]] = []  # (self.training, gradients on) per forward pass
 
     @property
     def device(self):
         return self.head.weight.device
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, token_type_ids=None, **kwargs):
-        if torch.is_grad_enabled():
-            self.forward_modes.append(self.training)
+        self.passes.append((self.training, torch.is_grad_enabled()))
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         mask = attention_mask[..., None].to(self.embed.weight.dtype)  # (B, T, 1)
@@ -603,6 +508,196 @@ def tiny_batches(g, sizes, length: int, vocab_size: int = TINY_VOCAB, num_labels
     return batches
 
 
+# ================================================================ evaluate
+
+RAISED = "raised ValueError"  # what a case reports when the call raised ValueError (the rule for no batches)
+CRASHED = "crashed"  # ... and when it crashed on its own count of zero instead (ZeroDivisionError, NameError)
+
+
+def _call_on_no_batches(fn, args, empty: bool):
+    """``fn(*args)``; on a case without batches, the ValueError of the rule (or the crash of a loop that divides
+    by its own count) comes back as a plain value for the judge."""
+    if not empty:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except ValueError as err:
+        return (RAISED, str(err)[:200])
+    except (ZeroDivisionError, NameError) as err:  # total / count with count 0; the loop's variable never bound
+        return (CRASHED, f"{type(err).__name__}: {str(err)[:160]}")
+
+
+@dataclass
+class EvalCase(Case):
+    """One ``evaluate`` call on a tiny classifier built here from ``seed``, handed over in train mode when
+    ``training``, else in eval mode; batches of ``sizes`` examples (padded to ``length``), as a one-pass
+    stream when ``stream``. It reports the mode and gradient mode of every forward pass and the mode after."""
+
+    sizes: tuple = (8, 8)
+    length: int = 6
+    training: bool = True
+    stream: bool = False
+    seed: int = 0
+
+    def setup(self) -> tuple:
+        """(model, batches), the same every time (the judge rebuilds them to compute the expected values)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = TinyClassifier()
+        batches = tiny_batches(torch.Generator().manual_seed(self.seed + 1), self.sizes, self.length)
+        return model, batches
+
+    def run(self, fn):
+        model, batches = self.setup()
+        model.train(self.training)
+        given = BatchStream(batches) if self.stream else list(batches)
+        value = _call_on_no_batches(fn, (model, given), empty=not self.sizes)
+        return value, {"passes": list(model.passes), "training_at_end": model.training}
+
+
+def evaluate_cases() -> list:
+    return [
+        EvalCase("2 batches of 8, the model handed over in train mode", (), sizes=(8, 8), seed=50),
+        EvalCase("3 batches of 9, 2 and 5 examples (uneven: a mean over examples, not over batches), the model in "
+                 "eval mode", (), sizes=(9, 2, 5), training=False, length=8, seed=51),
+        EvalCase("4 batches (7, 7, 7, 3) given as a one-pass stream (like a generator: no len()), train mode", (),
+                 sizes=(7, 7, 7, 3), stream=True, seed=52),
+        EvalCase("a single batch of 1 example, eval mode", (), sizes=(1,), training=False, seed=53),
+        EvalCase("no batches at all (an empty list): ValueError", (), sizes=(), seed=54),
+    ]
+
+
+def _evaluation_facts(case: EvalCase) -> dict:
+    """Per batch: the mean loss, the number right, the mean probability of the right class; and the sizes."""
+    model, batches = case.setup()
+    model.eval()
+    facts = {"losses": [], "right": [], "right_probability": [], "sizes": []}
+    with torch.no_grad():
+        for batch in batches:
+            out = model(**batch)
+            labels = batch["labels"]
+            facts["losses"].append(out.loss.item())
+            facts["right"].append(int((out.logits.argmax(-1) == labels).sum()))
+            facts["right_probability"].append(out.logits.softmax(-1).gather(-1, labels[:, None]).mean().item())
+            facts["sizes"].append(len(labels))
+    return facts
+
+
+EVAL_EMPTY = ("no batches at all must raise ValueError: there is no mean over zero examples, and a nan or a 0 "
+              "would pass unnoticed into a learning curve; check the count after the loop, as the loop "
+              "cannot know in advance that the iterable is empty")
+EVAL_UNWEIGHTED = ("averaged the batches' means: a batch of 2 examples then counts as much as one of 9; the loss "
+                   "and the accuracy are means over the examples, so weight each batch's mean loss by its size "
+                   "and count the right predictions")
+EVAL_NOT_RESTORED = ("the model was handed over in train mode and left in eval mode: remember `model.training` "
+                     "before switching and put the model back in the mode it came in (the next training step "
+                     "would run without dropout)")
+EVAL_FORCED_TRAIN = ("the model was handed over in eval mode and left in train mode: restore the mode it came in "
+                     "rather than always switching to train mode (an evaluation changes nothing about the model)")
+EVAL_NEVER_EVAL = ("the forward passes ran in train mode: switch to eval mode (`model.eval()`) for the evaluation, "
+                   "or dropout makes the scores noisy and lower than the model's")
+EVAL_GRAD = ("the forward passes built a graph for backpropagation: run them under `torch.no_grad()` (or "
+             "`torch.inference_mode()`); an evaluation needs no gradients and the graph costs memory")
+EVAL_ACC_COUNT = "the accuracy is the number of right predictions, not the fraction: divide by the examples"
+EVAL_MEAN_PROBABILITY = ("averaged the probability of the right class instead of counting argmax hits: a "
+                         "prediction is the class with the largest logit, and it is right or wrong")
+EVAL_LOSS_SUM = "the loss is a sum over the batches or examples, not the mean per example"
+EVAL_LAST = "only the last batch counted: add up over every batch"
+EVAL_BATCH_COUNT = "`examples` counts the batches: it is the number of examples (the labels) evaluated"
+EVAL_TENSOR = ("returned tensors: return Python numbers (`.item()` on a one-element tensor), so that the results "
+               "hold no graph or device memory and print plainly")
+
+
+def _value_problem(name: str, value, expected: float, candidates: list):
+    """What is wrong with ``value`` (text, mistake), or None when it equals ``expected``."""
+    number = _number(value)
+    inside = number if number is not None else _scalar_tensor(value)
+    if inside is None:
+        return (f"'{name}' should be a Python number; got {describe(value)}.", None)
+
+    def near(a, b):
+        return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+
+    if near(inside, expected):
+        return None if number is not None else (f"'{name}' is right ({inside:.5f}) but {describe(value)}.",
+                                                EVAL_TENSOR)
+    text = f"'{name}' is {inside:.5f}; expected {expected:.5f}."
+    return (text, next((m for candidate, m in candidates if not near(candidate, expected) and near(inside, candidate)),
+                       None))
+
+
+def judge_evaluate(case: EvalCase, out, observations: dict):
+    if not case.sizes:
+        if isinstance(out, tuple) and out and out[0] == RAISED:
+            return None
+        if isinstance(out, tuple) and out and out[0] == CRASHED:
+            return Problem(f"with no batches it crashed ({out[1]}) instead of raising ValueError.", EVAL_EMPTY)
+        return Problem(f"with no batches it returned {describe(out)} instead of raising ValueError.", EVAL_EMPTY)
+    if not isinstance(out, dict):
+        return f"return a dict with the keys 'loss', 'accuracy' and 'examples'; got {describe(out)}"
+    missing = [k for k in ("loss", "accuracy", "examples") if k not in out]
+    if missing:
+        return f"the dict has no {', '.join(repr(k) for k in missing)}: return 'loss', 'accuracy' and 'examples'"
+    f = _evaluation_facts(case)
+    n, sizes = sum(f["sizes"]), f["sizes"]
+    losses = f["losses"]
+    weighted = sum(loss * size for loss, size in zip(losses, sizes))
+    loss_candidates = [(sum(losses) / len(losses), EVAL_UNWEIGHTED), (sum(losses), EVAL_LOSS_SUM),
+                       (weighted, EVAL_LOSS_SUM), (losses[-1], EVAL_LAST)]
+    accuracy = sum(f["right"]) / n
+    accuracy_candidates = [(sum(r / s for r, s in zip(f["right"], sizes)) / len(sizes), EVAL_UNWEIGHTED),
+                           (float(sum(f["right"])), EVAL_ACC_COUNT),
+                           (sum(p * s for p, s in zip(f["right_probability"], sizes)) / n, EVAL_MEAN_PROBABILITY),
+                           (sum(f["right_probability"]) / len(sizes), EVAL_MEAN_PROBABILITY),
+                           (f["right"][-1] / sizes[-1], EVAL_LAST)]
+    problems = [p for p in (_value_problem("loss", out["loss"], weighted / n, loss_candidates),
+                            _value_problem("accuracy", out["accuracy"], accuracy, accuracy_candidates)) if p]
+    examples = out["examples"]
+    if isinstance(examples, bool) or not isinstance(examples, int):
+        problems.append((f"'examples' should be an int; got {describe(examples)}.", None))
+    elif examples != n:
+        problems.append((f"'examples' is {examples}; {len(sizes)} batches hold {n} examples.",
+                         EVAL_BATCH_COUNT if examples == len(sizes) else None))
+    passes = observations["passes"]
+    if any(training for training, _ in passes):
+        problems.append((f"{sum(t for t, _ in passes)} of the {len(passes)} forward passes ran in train mode.",
+                         EVAL_NEVER_EVAL))
+    if any(grad for _, grad in passes):
+        problems.append((f"{sum(g for _, g in passes)} of the {len(passes)} forward passes ran with gradients on.",
+                         EVAL_GRAD))
+    if observations["training_at_end"] != case.training:
+        before, after = ("train", "eval") if case.training else ("eval", "train")
+        problems.append((f"the model came in {before} mode and was left in {after} mode.",
+                         EVAL_NOT_RESTORED if case.training else EVAL_FORCED_TRAIN))
+    if not problems:
+        return None
+    return Problem("\n".join(text for text, _ in problems), next((m for _, m in problems if m), None))
+
+
+def explain_evaluate_error(case: Case, outcome) -> str | None:
+    message = outcome.message
+    if "has no len()" in message:
+        return ("`batches` may be any iterable (a DataLoader, a generator) without len(): count the batches and "
+                "examples in the loop")
+    if "not subscriptable" in message:
+        return "`batches` may be any iterable: loop over it once, do not index it"
+    if "unexpected keyword" in message:
+        return "pass the batch's tensors by name, as a Hugging Face model takes them"
+    if "must match the size" in message:
+        return "take the argmax over the classes (the last dim): one prediction per example, shaped like the labels"
+    return None
+
+
+register(Exercise(
+    name="evaluate", chapter="04", signature="(model, batches)", points=3,
+    make_cases=evaluate_cases, judge=judge_evaluate, explain_error=explain_evaluate_error, pure=False,
+    forbidden=(PREDICT, HELDOUT_ACCURACY),
+))
+
+
+
+# ================================================================ train_epoch
+
 def _flat(tensors) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
@@ -647,7 +742,7 @@ class EpochCase(Case):
         scheduler = CountingScheduler(optimizer, LinearDecay(len(batches))) if self.scheduler else None
         given = BatchStream(batches) if self.stream else list(batches)
         args = (model, given, optimizer) + ((scheduler,) if scheduler is not None else ())
-        value = fn(*args)
+        value = _call_on_no_batches(fn, args, empty=not self.sizes)
         return value, self._observe(model, batches, optimizer, scheduler)
 
     def _observe(self, model, batches, optimizer, scheduler) -> dict:
@@ -680,7 +775,7 @@ class EpochCase(Case):
             "lrs": [r[2] for r in optimizer.records],
             "expected_lrs": [self.lr * (LinearDecay(n)(k) if self.scheduler else 1.0) for k in range(n)],
             "scheduler_steps": None if scheduler is None else scheduler.calls,
-            "forward_modes": list(model.forward_modes),
+            "forward_modes": [training for training, grad in model.passes if grad],  # the training passes
             "train_mode_at_end": model.training,
             "batch_losses": losses,
         }
@@ -694,31 +789,35 @@ def train_epoch_cases() -> list:
         EpochCase("4 batches given as a one-pass stream (like a generator: no len()), with a scheduler", (),
                   sizes=(5, 5, 5, 5), scheduler=True, stream=True, seed=46),
         EpochCase("a single batch of 10, no scheduler", (), sizes=(10,), seed=47),
+        EpochCase("no batches at all (an empty list), no scheduler: ValueError", (), sizes=(), seed=48),
     ]
 
 
-STEP_ONCE = "optimizer.step() called once per epoch (after the loop): step once per batch, inside the loop"
-NO_STEP = "optimizer.step() never called: after loss.backward(), call optimizer.step() for every batch"
-ZERO_GRAD_FORGOTTEN = ("optimizer.zero_grad() forgotten: gradients accumulate across batches, so each step "
-                       "also applies every earlier batch's gradient; call optimizer.zero_grad() once per batch")
-ZERO_BEFORE_STEP = ("optimizer.zero_grad() between loss.backward() and optimizer.step(): the step sees no "
+STEP_ONCE = "optimizer.step called once per epoch (after the loop): step once per batch, inside the loop"
+NO_STEP = "optimizer.step never called: after loss.backward, call optimizer.step for every batch"
+ZERO_GRAD_FORGOTTEN = ("optimizer.zero_grad forgotten: gradients accumulate across batches, so each step "
+                       "also applies every earlier batch's gradient; call optimizer.zero_grad once per batch")
+ZERO_BEFORE_STEP = ("optimizer.zero_grad between loss.backward and optimizer.step: the step sees no "
                     "gradient; zero the gradients before the backward pass or after the step")
-STEP_BEFORE_BACKWARD = ("optimizer.step() before loss.backward(): each step applies the previous batch's "
-                        "gradient; the order is forward, loss.backward(), optimizer.step()")
+STEP_BEFORE_BACKWARD = ("optimizer.step before loss.backward: each step applies the previous batch's "
+                        "gradient; the order is forward, loss.backward, optimizer.step")
 SCHEDULER_ONCE = ("the scheduler stepped once per epoch: with a per-step schedule (warm-up, linear decay) "
-                  "call scheduler.step() after every optimizer.step()")
-SCHEDULER_NEVER = "the scheduler was given but never stepped: call scheduler.step() after every optimizer.step()"
-SCHEDULER_FIRST = ("scheduler.step() before optimizer.step(): the first batch never uses the initial learning "
+                  "call scheduler.step after every optimizer.step")
+SCHEDULER_NEVER = "the scheduler was given but never stepped: call scheduler.step after every optimizer.step"
+SCHEDULER_FIRST = ("scheduler.step before optimizer.step: the first batch never uses the initial learning "
                    "rate; step the optimizer first, then the scheduler")
 EVAL_MODE = ("the model stayed in eval mode while training: call model.train() at the start (the model may "
              "come from an evaluation; dropout must be on while fine-tuning)")
-LEFT_IN_EVAL = ("the model left in eval mode at the end: train_epoch must leave it in train mode (switch to "
-                "eval mode in your evaluation code instead)")
+LEFT_IN_EVAL = ("the model left in eval mode at the end: train_epoch must leave it in train mode (an "
+                "evaluation switches to eval mode itself, and puts back the mode it was given)")
 LAST_LOSS = "returned the last batch's loss, not the mean over the epoch"
 FIRST_LOSS = "returned the first batch's loss, not the mean over the epoch"
 SUM_LOSS = "returned the sum of the batch losses: divide by the number of batches"
-LOSS_TENSOR = ("returned a tensor: sum `loss.item()` (a float) over the batches; adding up the loss tensors "
-               "also keeps every batch's graph in memory")
+LOSS_TENSOR = ("returned a tensor: add up the batch losses as Python floats (`.item()`); adding up the loss "
+               "tensors also keeps every batch's graph in memory")
+EPOCH_EMPTY = ("no batches at all must raise ValueError: an epoch over nothing is a bug upstream (a generator "
+               "already used up by the previous epoch, an empty data set), and a nan or a 0 returned as its loss "
+               "would hide it; check the count after the loop, as the loop cannot know in advance")
 
 
 def _loss_problem(value, observations: dict):
@@ -751,22 +850,28 @@ def _loss_problem(value, observations: dict):
 def judge_train_epoch(case: Case, out, observations: dict):
     o = observations
     n = o["n_batches"]
+    if not n:
+        if isinstance(out, tuple) and out and out[0] == RAISED:
+            return None
+        if isinstance(out, tuple) and out and out[0] == CRASHED:
+            return Problem(f"with no batches it crashed ({out[1]}) instead of raising ValueError.", EPOCH_EMPTY)
+        return Problem(f"with no batches it returned {describe(out)} instead of raising ValueError.", EPOCH_EMPTY)
     problems: list[tuple[str, str | None]] = []
     if o["steps"] == 0:
         hint = " (a one-pass stream: iterate over `batches` once only)" if getattr(case, "stream", False) else ""
-        problems.append((f"optimizer.step() was never called over {n} batches{hint}.", NO_STEP))
+        problems.append((f"optimizer.step was never called over {n} batches{hint}.", NO_STEP))
     elif o["steps"] != n:
         mistake = STEP_ONCE if o["steps"] == 1 else None
-        problems.append((f"optimizer.step() was called {o['steps']} times for {n} batches; expected once per batch.",
+        problems.append((f"optimizer.step was called {o['steps']} times for {n} batches; expected once per batch.",
                          mistake))
     statuses = o["grad_status"]
     wrong = [k for k, s in enumerate(statuses) if s not in ("fresh", "clipped")]
     if wrong and o["steps"]:
         k = wrong[0]
         if all(s == "none" for s in statuses):
-            problems.append(("every optimizer.step() saw zero (or no) gradients.", ZERO_BEFORE_STEP))
+            problems.append(("every optimizer.step saw zero (or no) gradients.", ZERO_BEFORE_STEP))
         elif statuses[0] == "none":
-            problems.append(("the first optimizer.step() saw no gradient, later ones the wrong one.",
+            problems.append(("the first optimizer.step saw no gradient, later ones the wrong one.",
                              STEP_BEFORE_BACKWARD))
         elif any(statuses[j] == "accumulated" for j in wrong):
             problems.append((f"the gradient at step {k + 1} was the sum of the gradients of batches 1 to {k + 1}.",
@@ -776,9 +881,9 @@ def judge_train_epoch(case: Case, out, observations: dict):
     if o["scheduler_steps"] is not None and o["steps"]:
         calls = o["scheduler_steps"]
         if calls == 0:
-            problems.append((f"scheduler.step() was never called over {n} batches.", SCHEDULER_NEVER))
+            problems.append((f"scheduler.step was never called over {n} batches.", SCHEDULER_NEVER))
         elif calls != n:
-            problems.append((f"scheduler.step() was called {calls} times for {n} batches; expected once per batch.",
+            problems.append((f"scheduler.step was called {calls} times for {n} batches; expected once per batch.",
                              SCHEDULER_ONCE if calls == 1 and n > 1 else None))
         elif not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(o["lrs"], o["expected_lrs"])):
             lrs = ", ".join(f"{x:.3g}" for x in o["lrs"])
@@ -806,25 +911,25 @@ def judge_train_epoch(case: Case, out, observations: dict):
 def explain_train_epoch_error(case: Case, outcome) -> str | None:
     message = outcome.message
     if "'NoneType' object has no attribute 'step'" in message:
-        return ("the scheduler is optional (None by default): step it only when it is given, "
-                "`if scheduler is not None: scheduler.step()`")
+        return "the scheduler is optional (None by default): step it only when one is given"
     if "has no len()" in message:
         return ("`batches` may be any iterable (a DataLoader, a generator) without len(): count the batches "
                 "in the loop instead")
     if "not subscriptable" in message:
-        return "`batches` may be any iterable: loop over it with `for batch in batches:`, do not index it"
+        return "`batches` may be any iterable: loop over it once, do not index it"
     if "does not require grad" in message:
-        return ("loss.backward() needs the graph of the forward pass: do not run the training forward pass under "
+        return ("loss.backward needs the graph of the forward pass: do not run the training forward pass under "
                 "torch.no_grad() (keep that for evaluation)")
     if "backward through the graph a second time" in message:
-        return "call loss.backward() once per batch, on that batch's loss"
+        return "call loss.backward once per batch, on that batch's own loss"
     if "unexpected keyword" in message:
-        return "pass the batch's tensors by name, as a Hugging Face model takes them: `model(**batch)`"
+        return "pass the batch's tensors by name (unpack the dict), as a Hugging Face model takes them"
     return None
 
 
 register(Exercise(
     name="train_epoch", chapter="04", signature="(model, batches, optimizer, scheduler=None)", points=3,
     make_cases=train_epoch_cases, judge=judge_train_epoch, explain_error=explain_train_epoch_error, pure=False,
+    forbidden=(FIT,),
     timeout_s=60,  # the first optimizer a process builds imports torch._dynamo (several seconds)
 ))

@@ -7,8 +7,7 @@ judges them with the visible judge.
 
 import torch
 
-from grader.checks.transfer_learning import BERT_SPECIALS, SMALL_SPECIALS, EpochCase, MaskCase, masked_batch
-from grader.core import Case
+from grader.checks.transfer_learning import BERT_SPECIALS, SMALL_SPECIALS, EpochCase, EvalCase, MaskCase, masked_batch
 
 
 def mask_tokens_cases():
@@ -23,15 +22,11 @@ def mask_tokens_cases():
     ]
 
 
-def accuracy_cases():
-    g = torch.Generator().manual_seed(4012)
-    many = torch.randn(50, 7, generator=g)
-    wrong = torch.randn(8, 4, generator=g)
+def evaluate_cases():
     return [
-        Case("hidden: 50 examples, 7 classes", (many, torch.randint(7, (50,), generator=g))),
-        Case("hidden: every prediction wrong", (wrong, (wrong.argmax(-1) + 1) % 4)),
-        Case("hidden: 3 examples, 2 classes, float64", (torch.randn(3, 2, generator=g).double(),
-                                                          torch.tensor([0, 1, 1]))),
+        EvalCase("hidden: 4 batches of 6, 6, 6 and 1, train mode", (), sizes=(6, 6, 6, 1), seed=4011),
+        EvalCase("hidden: 3 uneven batches as a stream, eval mode", (), sizes=(3, 10, 4), stream=True,
+                 training=False, length=9, seed=4012),
     ]
 
 
@@ -45,6 +40,6 @@ def train_epoch_cases():
 
 CASES = {
     "mask_tokens": mask_tokens_cases,
-    "accuracy": accuracy_cases,
+    "evaluate": evaluate_cases,
     "train_epoch": train_epoch_cases,
 }

@@ -1,4 +1,4 @@
-"""Tests for the chapter-04 checks (grader/checks/transfer_learning.py): mask_tokens, accuracy, train_epoch.
+"""Tests for the chapter-04 checks (grader/checks/transfer_learning.py): mask_tokens, evaluate, train_epoch.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
 - every check passes the reference solution (from the solutions notebook) and other correct ways of
@@ -28,7 +28,7 @@ from grader.checks import transfer_learning as transfer
 
 ASSIGNMENT = "04-transfer-learning"
 
-EXERCISES = ["mask_tokens", "accuracy", "train_epoch"]
+EXERCISES = ["mask_tokens", "evaluate", "train_epoch"]
 
 
 # =============================================================== mask_tokens
@@ -237,77 +237,254 @@ def test_mask_tokens_tolerances_are_stated_in_the_feedback():
     assert "expected 80 / 10 / 10 % (+- 3 points each)" in feedback
 
 
-# =============================================================== accuracy
+# =============================================================== evaluate
+
+def _no_batches(examples):
+    if examples == 0:
+        raise ValueError("nothing to evaluate")
+
 
 # ---- correct
 
-def accuracy_sum_over_count(logits, labels):
-    correct = (torch.argmax(logits, dim=1) == labels).sum().item()
-    return correct / labels.numel()
+def evaluate_inference_mode(model, batches):
+    """torch.inference_mode, the loss computed by hand as a sum, a set_to-mode restore without try/finally."""
+    mode = model.training
+    model.eval()
+    loss_sum, right, n = 0.0, 0, 0
+    with torch.inference_mode():
+        for batch in batches:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss_sum += torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
+            right += int((logits.argmax(1) == batch["labels"]).sum())
+            n += batch["labels"].numel()
+    model.train(mode)
+    _no_batches(n)
+    return {"loss": loss_sum / n, "accuracy": right / n, "examples": n}
 
 
-def accuracy_numpy(logits, labels):
-    return float((logits.numpy().argmax(axis=-1) == labels.numpy()).mean())
+def evaluate_collect_then_concatenate(model, batches):
+    """Collects every batch's logits and labels, then scores them all at once (like llmcourse's predict)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        outputs = [(model(**batch).logits, batch["labels"]) for batch in batches]
+    if was_training:
+        model.train()
+    if not outputs:
+        raise ValueError("no batches")
+    logits = torch.cat([o for o, _ in outputs])
+    labels = torch.cat([y for _, y in outputs])
+    return {"loss": torch.nn.functional.cross_entropy(logits, labels).item(),
+            "accuracy": (logits.argmax(-1) == labels).double().mean().item(), "examples": len(labels)}
 
 
-def accuracy_softmax_then_argmax(logits, labels):
-    probabilities = torch.softmax(logits, dim=-1)
-    return torch.eq(probabilities.argmax(-1), labels).double().mean().item()
+def evaluate_numpy_counts(model, batches):
+    """Weights the batch accuracies by size, in NumPy."""
+    import numpy as np
+
+    mode = model.training
+    model.eval()
+    losses, accuracies, sizes = [], [], []
+    with torch.no_grad():
+        for batch in batches:
+            out = model(**batch)
+            losses.append(out.loss.item())
+            accuracies.append(float((out.logits.argmax(-1) == batch["labels"]).float().mean()))
+            sizes.append(len(batch["labels"]))
+    model.train(mode)
+    if not sizes:
+        raise ValueError("no batches")
+    return {"loss": float(np.average(losses, weights=sizes)), "accuracy": float(np.average(accuracies, weights=sizes)),
+            "examples": int(sum(sizes))}
 
 
 # ---- wrong
 
-def accuracy_mean_probability(logits, labels):
-    probabilities = logits.softmax(dim=-1)
-    return probabilities[torch.arange(len(labels)), labels].mean().item()
+def _scored(model, batches):
+    """(per-batch mean losses, per-batch right counts, per-batch sizes), evaluated the right way."""
+    losses, right, sizes = [], [], []
+    with torch.no_grad():
+        for batch in batches:
+            out = model(**batch)
+            losses.append(out.loss.item())
+            right.append(int((out.logits.argmax(-1) == batch["labels"]).sum()))
+            sizes.append(len(batch["labels"]))
+    return losses, right, sizes
 
 
-def accuracy_threshold(logits, labels):
-    predictions = (torch.softmax(logits, dim=1)[:, 1] > 0.5).long()
-    return (predictions == labels).float().mean().item()
+def _weighted(losses, right, sizes):
+    n = sum(sizes)
+    _no_batches(n)
+    return {"loss": sum(l * s for l, s in zip(losses, sizes)) / n, "accuracy": sum(right) / n, "examples": n}
 
 
-def accuracy_argmax_dim_0(logits, labels):
-    return (logits.argmax(0) == labels).float().mean().item()
+def evaluate_mean_of_batch_means(model, batches):
+    mode = model.training
+    model.eval()
+    losses, right, sizes = _scored(model, batches)
+    model.train(mode)
+    _no_batches(len(sizes))
+    return {"loss": sum(losses) / len(losses), "accuracy": sum(r / s for r, s in zip(right, sizes)) / len(sizes),
+            "examples": sum(sizes)}
 
 
-def accuracy_count(logits, labels):
-    return (logits.argmax(-1) == labels).sum().item()
+def evaluate_always_back_to_train(model, batches):
+    model.eval()
+    result = _weighted(*_scored(model, batches))
+    model.train()
+    return result
 
 
-def accuracy_tensor(logits, labels):
-    return (logits.argmax(-1) == labels).float().mean()
+def evaluate_left_in_eval(model, batches):
+    model.eval()
+    return _weighted(*_scored(model, batches))
 
 
-def accuracy_keepdim(logits, labels):
-    predictions = logits.argmax(dim=-1, keepdim=True)
-    return (predictions == labels).float().mean().item()
+def evaluate_in_train_mode(model, batches):
+    return _weighted(*_scored(model, batches))
 
 
-ACCURACY_CORRECT = [accuracy_sum_over_count, accuracy_numpy, accuracy_softmax_then_argmax]
+def evaluate_with_gradients(model, batches):
+    mode = model.training
+    model.eval()
+    losses, right, sizes = [], [], []
+    for batch in batches:
+        out = model(**batch)
+        losses.append(out.loss.item())
+        right.append(int((out.logits.argmax(-1) == batch["labels"]).sum()))
+        sizes.append(len(batch["labels"]))
+    model.train(mode)
+    return _weighted(losses, right, sizes)
 
-ACCURACY_MISTAKES = [
-    pytest.param(accuracy_mean_probability, "averaged the probability of the right class", id="mean-probability"),
-    pytest.param(accuracy_threshold, "accuracy from one class's probability without argmax", id="threshold-0.5"),
-    pytest.param(accuracy_argmax_dim_0, "argmax over the classes", id="argmax-dim-0"),
-    pytest.param(accuracy_count, "the number of correct predictions, not the fraction", id="count"),
-    pytest.param(accuracy_tensor, "returned a tensor", id="tensor-not-float"),
-    pytest.param(accuracy_keepdim, "keepdim=True", id="keepdim-broadcast"),
+
+def evaluate_no_empty_rule(model, batches):
+    mode = model.training
+    model.eval()
+    losses, right, sizes = _scored(model, batches)
+    model.train(mode)
+    n = sum(sizes)
+    return {"loss": sum(l * s for l, s in zip(losses, sizes)) / n, "accuracy": sum(right) / n, "examples": n}
+
+
+def evaluate_nan_when_empty(model, batches):
+    mode = model.training
+    model.eval()
+    losses, right, sizes = _scored(model, batches)
+    model.train(mode)
+    if not sizes:
+        return {"loss": float("nan"), "accuracy": float("nan"), "examples": 0}
+    return _weighted(losses, right, sizes)
+
+
+def evaluate_count_not_fraction(model, batches):
+    mode = model.training
+    model.eval()
+    losses, right, sizes = _scored(model, batches)
+    model.train(mode)
+    result = _weighted(losses, right, sizes)
+    return {**result, "accuracy": float(sum(right))}
+
+
+def evaluate_tensors(model, batches):
+    mode = model.training
+    model.eval()
+    loss, right, n = torch.tensor(0.0), torch.tensor(0), 0
+    with torch.no_grad():
+        for batch in batches:
+            out = model(**batch)
+            loss = loss + out.loss * len(batch["labels"])
+            right = right + (out.logits.argmax(-1) == batch["labels"]).sum()
+            n += len(batch["labels"])
+    model.train(mode)
+    _no_batches(n)
+    return {"loss": loss / n, "accuracy": right / n, "examples": n}
+
+
+def evaluate_mean_probability(model, batches):
+    mode = model.training
+    model.eval()
+    loss, hit, n = 0.0, 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            out = model(**batch)
+            probabilities = out.logits.softmax(-1)
+            hit += probabilities[torch.arange(len(batch["labels"])), batch["labels"]].sum().item()
+            loss += out.loss.item() * len(batch["labels"])
+            n += len(batch["labels"])
+    model.train(mode)
+    _no_batches(n)
+    return {"loss": loss / n, "accuracy": hit / n, "examples": n}
+
+
+def evaluate_counts_batches(model, batches):
+    mode = model.training
+    model.eval()
+    losses, right, sizes = _scored(model, batches)
+    model.train(mode)
+    return {**_weighted(losses, right, sizes), "examples": len(sizes)}
+
+
+EVAL_CORRECT = [evaluate_inference_mode, evaluate_collect_then_concatenate, evaluate_numpy_counts]
+
+EVAL_MISTAKES = [
+    pytest.param(evaluate_mean_of_batch_means, "averaged the batches' means", id="mean-of-batch-means"),
+    pytest.param(evaluate_always_back_to_train, "handed over in eval mode and left in train mode", id="forced-train"),
+    pytest.param(evaluate_left_in_eval, "handed over in train mode and left in eval mode", id="mode-not-restored"),
+    pytest.param(evaluate_in_train_mode, "the forward passes ran in train mode", id="never-eval"),
+    pytest.param(evaluate_with_gradients, "built a graph for backpropagation", id="gradients-on"),
+    pytest.param(evaluate_no_empty_rule, "no batches at all must raise ValueError", id="empty-divides-by-zero"),
+    pytest.param(evaluate_nan_when_empty, "no batches at all must raise ValueError", id="empty-gives-nan"),
+    pytest.param(evaluate_count_not_fraction, "the number of right predictions, not the fraction", id="count"),
+    pytest.param(evaluate_tensors, "returned tensors", id="tensors"),
+    pytest.param(evaluate_mean_probability, "averaged the probability of the right class", id="mean-probability"),
+    pytest.param(evaluate_counts_batches, "`examples` counts the batches", id="examples-are-batches"),
 ]
 
 
-@pytest.mark.parametrize("fn", ACCURACY_CORRECT, ids=lambda f: f.__name__)
-def test_accuracy_accepts_other_correct_answers(fn):
-    result = check("accuracy", fn)
+@pytest.mark.parametrize("fn", EVAL_CORRECT, ids=lambda f: f.__name__)
+def test_evaluate_accepts_other_correct_answers(fn):
+    result = check("evaluate", fn)
     assert result.passed, result.feedback
 
 
-@pytest.mark.parametrize("fn, phrase", ACCURACY_MISTAKES)
-def test_accuracy_names_the_mistake(fn, phrase):
-    assert_fails_naming(check("accuracy", fn), phrase)
+@pytest.mark.parametrize("fn, phrase", EVAL_MISTAKES)
+def test_evaluate_names_the_mistake(fn, phrase):
+    assert_fails_naming(check("evaluate", fn), phrase)
+
+
+def test_evaluate_refuses_the_lessons_helpers():
+    def evaluate(model, batches):
+        from llmcourse.finetune import heldout_accuracy, predict
+
+        batches = list(batches)
+        logits, labels = predict(model, batches)
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels).item(),
+                "accuracy": heldout_accuracy(model, batches), "examples": len(labels)}
+
+    result = check("evaluate", evaluate)
+    assert not result.passed
+    assert "calls `llmcourse.finetune.predict`, which this exercise asks you to build yourself" in result.mistakes
+
+
+def test_train_epoch_refuses_the_lessons_fit():
+    def train_epoch(model, batches, optimizer, scheduler=None):
+        from llmcourse.finetune import fit
+
+        return fit(model, list(batches), lr=0.1, eval_batches=[])["loss"][-1]
+
+    result = check("train_epoch", train_epoch)
+    assert not result.passed
+    assert "calls `llmcourse.finetune.fit`, which this exercise asks you to build yourself" in result.mistakes
 
 
 # =============================================================== train_epoch
+
+def _epoch_mean(total, n):
+    """The rule for no batches, which every answer below but the one that leaves it out follows."""
+    if n == 0:
+        raise ValueError("no batches")
+    return total / n
+
 
 # ---- correct
 
@@ -322,7 +499,7 @@ def train_epoch_zero_first(model, batches, optimizer, scheduler=None):
         if scheduler:
             scheduler.step()
         losses.append(output["loss"].item())
-    return sum(losses) / len(losses)
+    return _epoch_mean(sum(losses), len(losses))
 
 
 def train_epoch_clipped_weighted(model, batches, optimizer, scheduler=None):
@@ -341,13 +518,13 @@ def train_epoch_clipped_weighted(model, batches, optimizer, scheduler=None):
         n = len(batch["labels"])
         total += loss.item() * n
         examples += n
-    return total / examples
+    return _epoch_mean(total, examples)
 
 
 def train_epoch_enumerate(model, batches, optimizer, scheduler=None):
     model.train()
     running = 0.0
-    step = 0
+    step = 0  # stays 0 when there are no batches
     for step, batch in enumerate(batches, start=1):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = torch.nn.functional.cross_entropy(logits, batch["labels"])  # the loss computed by hand
@@ -357,7 +534,7 @@ def train_epoch_enumerate(model, batches, optimizer, scheduler=None):
         if scheduler is not None:
             scheduler.step()
         running += loss.detach().item()
-    return running / step
+    return _epoch_mean(running, step)
 
 
 # ---- wrong
@@ -373,7 +550,7 @@ def train_epoch_no_zero_grad(model, batches, optimizer, scheduler=None):
             scheduler.step()
         total += loss.item()
         n += 1
-    return total / n
+    return _epoch_mean(total, n)
 
 
 def train_epoch_scheduler_per_epoch(model, batches, optimizer, scheduler=None):
@@ -388,7 +565,7 @@ def train_epoch_scheduler_per_epoch(model, batches, optimizer, scheduler=None):
         n += 1
     if scheduler is not None:
         scheduler.step()
-    return total / n
+    return _epoch_mean(total, n)
 
 
 def train_epoch_ends_in_eval(model, batches, optimizer, scheduler=None):
@@ -404,7 +581,7 @@ def train_epoch_ends_in_eval(model, batches, optimizer, scheduler=None):
         total += loss.item()
         n += 1
     model.eval()
-    return total / n
+    return _epoch_mean(total, n)
 
 
 def train_epoch_never_train_mode(model, batches, optimizer, scheduler=None):
@@ -418,7 +595,7 @@ def train_epoch_never_train_mode(model, batches, optimizer, scheduler=None):
             scheduler.step()
         total += loss.item()
         n += 1
-    return total / n
+    return _epoch_mean(total, n)
 
 
 def train_epoch_last_loss(model, batches, optimizer, scheduler=None):
@@ -445,7 +622,7 @@ def train_epoch_tensor_loss(model, batches, optimizer, scheduler=None):
             scheduler.step()
         total = total + loss
         n += 1
-    return total / n
+    return _epoch_mean(total, n)
 
 
 def train_epoch_zero_before_step(model, batches, optimizer, scheduler=None):
@@ -460,7 +637,7 @@ def train_epoch_zero_before_step(model, batches, optimizer, scheduler=None):
             scheduler.step()
         total += loss.item()
         n += 1
-    return total / n
+    return _epoch_mean(total, n)
 
 
 def train_epoch_scheduler_first(model, batches, optimizer, scheduler=None):
@@ -475,7 +652,7 @@ def train_epoch_scheduler_first(model, batches, optimizer, scheduler=None):
         optimizer.step()
         total += loss.item()
         n += 1
-    return total / n
+    return _epoch_mean(total, n)
 
 
 def train_epoch_len_of_batches(model, batches, optimizer, scheduler=None):
@@ -503,7 +680,7 @@ def train_epoch_scheduler_always(model, batches, optimizer, scheduler=None):
         scheduler.step()
         total += loss.item()
         n += 1
-    return total / n
+    return _epoch_mean(total, n)
 
 
 def train_epoch_under_no_grad(model, batches, optimizer, scheduler=None):
@@ -517,25 +694,56 @@ def train_epoch_under_no_grad(model, batches, optimizer, scheduler=None):
             optimizer.step()
             total += loss.item()
             n += 1
+    return _epoch_mean(total, n)
+
+
+def train_epoch_no_empty_rule(model, batches, optimizer, scheduler=None):
+    model.train()
+    total, n = 0.0, 0
+    for batch in batches:
+        optimizer.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.item()
+        n += 1
     return total / n
+
+
+def train_epoch_nan_when_empty(model, batches, optimizer, scheduler=None):
+    model.train()
+    losses = []
+    for batch in batches:
+        optimizer.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(loss.item())
+    return float(torch.tensor(losses).mean())  # nan for no batches
 
 
 EPOCH_CORRECT = [train_epoch_zero_first, train_epoch_clipped_weighted, train_epoch_enumerate]
 
 EPOCH_MISTAKES = [
-    pytest.param(train_epoch_no_zero_grad, "optimizer.zero_grad() forgotten", id="zero-grad-forgotten"),
+    pytest.param(train_epoch_no_zero_grad, "optimizer.zero_grad forgotten", id="zero-grad-forgotten"),
     pytest.param(train_epoch_scheduler_per_epoch, "the scheduler stepped once per epoch", id="scheduler-per-epoch"),
     pytest.param(train_epoch_ends_in_eval, "the model left in eval mode", id="left-in-eval-mode"),
     pytest.param(train_epoch_never_train_mode, "call model.train() at the start", id="never-model-train"),
     pytest.param(train_epoch_last_loss, "returned the last batch's loss", id="last-loss"),
     pytest.param(train_epoch_tensor_loss, "returned a tensor", id="loss-tensors-added-up"),
-    pytest.param(train_epoch_zero_before_step, "between loss.backward() and optimizer.step()",
+    pytest.param(train_epoch_zero_before_step, "between loss.backward and optimizer.step",
                  id="zero-grad-before-step"),
-    pytest.param(train_epoch_scheduler_first, "scheduler.step() before optimizer.step()", id="scheduler-first"),
+    pytest.param(train_epoch_scheduler_first, "scheduler.step before optimizer.step", id="scheduler-first"),
     pytest.param(train_epoch_len_of_batches, "count the batches in the loop", id="len-of-a-stream"),
     pytest.param(train_epoch_scheduler_always, "the scheduler is optional", id="scheduler-none"),
     pytest.param(train_epoch_under_no_grad, "do not run the training forward pass under torch.no_grad()",
                  id="under-no-grad"),
+    pytest.param(train_epoch_no_empty_rule, "no batches at all must raise ValueError", id="empty-divides-by-zero"),
+    pytest.param(train_epoch_nan_when_empty, "no batches at all must raise ValueError", id="empty-gives-nan"),
 ]
 
 
@@ -602,14 +810,14 @@ def test_observations_survive_the_isolated_runner(tmp_path, reference):
     path = tmp_path / "submission.ipynb"
     nbformat.write(nb, path)
     (result,) = check_notebook(path, ["train_epoch"])
-    assert_fails_naming(result, "optimizer.zero_grad() forgotten")
+    assert_fails_naming(result, "optimizer.zero_grad forgotten")
 
 
 # =============================================================== hidden checks
 
 HIDDEN_WRONG = {
     "mask_tokens": mask_tokens_all_mask,
-    "accuracy": accuracy_mean_probability,
+    "evaluate": evaluate_mean_of_batch_means,
     "train_epoch": train_epoch_no_zero_grad,
 }
 
@@ -625,21 +833,25 @@ class TestChapterContract(ChapterContract):
         pytest.param("mask_tokens", mask_tokens_special_too, id="mask-special"),
         pytest.param("mask_tokens", mask_tokens_in_place, id="mask-in-place"),
         pytest.param("mask_tokens", mask_tokens_labels_everywhere, id="mask-labels-everywhere"),
-        pytest.param("accuracy", accuracy_mean_probability, id="accuracy-mean-probability"),
-        pytest.param("accuracy", accuracy_count, id="accuracy-count"),
+        pytest.param("evaluate", evaluate_mean_of_batch_means, id="evaluate-mean-of-batch-means"),
+        pytest.param("evaluate", evaluate_always_back_to_train, id="evaluate-forced-train"),
+        pytest.param("evaluate", evaluate_with_gradients, id="evaluate-gradients-on"),
+        pytest.param("evaluate", evaluate_no_empty_rule, id="evaluate-empty"),
         pytest.param("train_epoch", train_epoch_no_zero_grad, id="epoch-no-zero-grad"),
         pytest.param("train_epoch", train_epoch_ends_in_eval, id="epoch-ends-in-eval"),
         pytest.param("train_epoch", train_epoch_last_loss, id="epoch-last-loss"),
+        pytest.param("train_epoch", train_epoch_scheduler_per_epoch, id="epoch-scheduler-per-epoch"),
+        pytest.param("train_epoch", train_epoch_no_empty_rule, id="epoch-empty"),
     ]
     ALL_OR_NOTHING = [
         ("mask_tokens", mask_tokens_one_uniform, mask_tokens_all_mask),
-        ("accuracy", accuracy_sum_over_count, accuracy_mean_probability),
+        ("evaluate", evaluate_inference_mode, evaluate_mean_of_batch_means),
         ("train_epoch", train_epoch_zero_first, train_epoch_no_zero_grad),
     ]
     GARBAGE = DEFAULT_GARBAGE + [A_LIST]
     # train_epoch is judged by what it does to the model and optimizer: garbage returned fails on those
     # ("optimizer.step() never called"), not on its type
-    GARBAGE_EXERCISES = ["mask_tokens", "accuracy"]
+    GARBAGE_EXERCISES = ["mask_tokens", "evaluate"]
 
     def hidden_wrong(self, exercise, reference):
         return HIDDEN_WRONG[exercise]
