@@ -533,6 +533,23 @@ register(Exercise(
 
 # ================================================================ top_k_filter
 
+def filter_problem(out, expected: np.ndarray, case: Case) -> str | None:
+    """What is wrong with filtered logits: where a different token was kept or removed, when one was (a -inf
+    against a -inf is no difference), else the usual comparison of values."""
+    problem = tensor_problem(out, expected, case, "the filtered logits")
+    if problem is None or getattr(problem, "mistake", None) or not isinstance(out, TensorData) \
+            or out.shape != expected.shape or not np.issubdtype(out.array.dtype, np.floating):
+        return problem
+    differ = np.isfinite(out.array) != np.isfinite(expected)
+    if not differ.any():
+        return problem
+    where = tuple(int(i) for i in np.argwhere(differ)[0])
+    got, want = float(out.array[where]), float(expected[where])
+    return (f"the filtered logits keep other tokens ({int(differ.sum())} of {differ.size} positions differ): at "
+            f"index {where} yours is {got:.5g}, expected {want:.5g} "
+            f"({'kept' if np.isfinite(want) else 'removed'})")
+
+
 def top_k_filter_cases() -> list:
     g = torch.Generator().manual_seed(90)
     with_inf = torch.randn(2, 9, generator=g) * 2
@@ -602,7 +619,7 @@ def judge_top_k_filter(case: Case, out) -> str | None:
         return Problem(f"returned shape {out.shape}; expected {tuple(logits.shape)}, the shape of the logits",
                        "returned torch.topk's k values: return a tensor shaped like `logits`, every kept logit in "
                        "its own position and -inf everywhere else")
-    problem = tensor_problem(out, expected.numpy(), case, "the filtered logits")
+    problem = filter_problem(out, expected.numpy(), case)
     if problem is None:
         return None
     return with_mistake(problem, out, case, top_k_mistakes(logits, k))
@@ -728,7 +745,7 @@ def top_p_mistakes(logits) -> list:
 def judge_top_p_filter(case: Case, out) -> str | None:
     logits, p = case.args
     expected = _top_p_variant(logits, p)
-    problem = tensor_problem(out, expected.numpy(), case, "the filtered logits")
+    problem = filter_problem(out, expected.numpy(), case)
     if problem is None:
         return None
     if isinstance(out, TensorData) and out.shape == tuple(logits.shape):
