@@ -79,11 +79,13 @@ QUANTIZE = Forbidden(
 TOP_K_WARPER = Forbidden(
     "TopKLogitsWarper",
     (("transformers.generation.logits_process", "TopKLogitsWarper.__call__"),),
-    "keep the logits at least as large as the k-th largest (`torch.topk`) and set the rest to `-inf` yourself")
+    "it is the filter this exercise builds: find each row's k-th largest logit yourself (`torch.topk` is allowed) "
+    "and write `-inf` over the logits below it")
 TOP_P_WARPER = Forbidden(
     "TopPLogitsWarper",
     (("transformers.generation.logits_process", "TopPLogitsWarper.__call__"),),
-    "sort the probabilities, keep the smallest set whose sum reaches p, and set the rest to `-inf` yourself")
+    "it is the filter this exercise builds (and it splits ties differently): rank the tokens by probability "
+    "yourself (`sort` and `cumsum` are allowed) and write `-inf` over the tokens outside the nucleus")
 HF_BERT_LAYER = Forbidden(
     "BertLayer",
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")

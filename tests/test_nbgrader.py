@@ -56,11 +56,11 @@ ROUNDS = {
     # (the payoff cells that fine-tune MiniLM with it are not graded)
     "04-transfer-learning": Round("train_epoch", "optimizer.zero_grad()  # the next", "# the next", 14, 9,
                                   "optimizer.zero_grad forgotten"),
-    # next_token_logprobs 1+1, sequence_logprob 2+1, greedy_decode 2+1, beam_search 3+2, top_k_filter 1+1,
-    # top_p_filter 2+1, sample_next_token 2+1, few_shot_prompt 1+1, classify_by_likelihood 2+1; scoring token t
-    # with the logits at t loses sequence_logprob's 3 and classify_by_likelihood's 3 (it calls sequence_logprob)
+    # sequence_logprob 2+1, greedy_decode 2+1, beam_search 3+2, top_k_filter 1+1, top_p_filter 3+1,
+    # sample_next_token 2+1, classify_by_likelihood 2+1; scoring token t with the logits at t loses
+    # sequence_logprob's 3 and classify_by_likelihood's 3 (it calls sequence_logprob)
     "05-gpt-and-prompting": Round("sequence_logprob", "logprobs[prompt_length - 1:-1]", "logprobs[prompt_length:]",
-                                  26, 20, "off by one position"),
+                                  23, 17, "off by one position"),
     # pronoun_log_odds 3+2, weat_effect_size 3+1, training_energy_mwh 1+1, training_emissions_tco2e 1+1; the
     # population standard deviation loses weat_effect_size's 4 (the payoff cells are not graded)
     "06-bias-and-cost": Round("weat_effect_size", ".std(correction=1)", ".std(correction=0)", 13, 9,

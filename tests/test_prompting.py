@@ -13,7 +13,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from grader.checks.gpt_and_prompting import _prompt_variant  # noqa: E402
 from llmcourse import prompting as P  # noqa: E402
 
 
@@ -68,12 +67,13 @@ def test_instruction_and_separator():
 
 
 @pytest.mark.parametrize("n_shots", [0, 1, 3])
-def test_input_output_format_is_the_exercise_layout(n_shots):
-    """The lesson's Input/Output format is the prompt few_shot_prompt builds (the grader's reference)."""
+def test_input_output_format_ends_where_the_label_begins(n_shots):
+    """The lesson's Input/Output format, in which exercise 05's payoff classifies by likelihood: blocks joined by a
+    blank line, ending with "Output:" and nothing after it (the label brings its own leading space)."""
     fmt = P.PromptFormat("io", input_prefix="Input: ", output_prefix="Output:")
     shots = [("a", 0), ("b", 1), ("c", 1)][:n_shots]
-    examples = [(text, P.SENTIMENT_LABELS[y]) for text, y in shots]
-    assert fmt.render(shots, "query") == _prompt_variant(examples, "query")
+    blocks = [f"Input: {text}\nOutput: {P.SENTIMENT_LABELS[y]}" for text, y in shots] + ["Input: query\nOutput:"]
+    assert fmt.render(shots, "query") == "\n\n".join(blocks)
 
 
 def test_draw_shots_is_balanced_and_repeatable():

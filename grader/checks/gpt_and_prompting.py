@@ -1,6 +1,5 @@
-"""Chapter 05, GPT: causal language modelling, decoding and prompting: next_token_logprobs,
-sequence_logprob, greedy_decode, beam_search, top_k_filter, top_p_filter, sample_next_token,
-few_shot_prompt, classify_by_likelihood.
+"""Chapter 05, GPT: causal language modelling, decoding and prompting: sequence_logprob, greedy_decode,
+beam_search, top_k_filter, top_p_filter, sample_next_token, classify_by_likelihood.
 
 The checks run on ``TableLM``, a tiny deterministic language model: a fixed table of next-token logits
 given the last token, overridden by a few longer contexts, so that every right answer is known exactly
@@ -166,8 +165,8 @@ def _scalar(value):
     return None
 
 
-MODEL_HINT = ("the model returns an object, not a tensor: its `.logits` are the (B, T, V) scores, "
-              "so write `model(input_ids).logits`")
+MODEL_HINT = ("the model returns an object, not a tensor: read the (B, T, V) scores from its `.logits` "
+              "attribute")
 
 
 def _model_error_hint(outcome) -> str | None:
@@ -176,99 +175,20 @@ def _model_error_hint(outcome) -> str | None:
     if "LMOutput" in message:
         return MODEL_HINT
     if "must have shape (B, T)" in message:
-        return "the model takes a batch: keep input_ids 2-D, (1, T) (use `ids[None]` or `ids.unsqueeze(0)`)"
+        return "the model takes a batch: keep input_ids 2-D, (1, T), by adding a leading axis of size 1"
     if "integer token ids" in message:
-        return ("token ids must stay integers (torch.long): `argmax` gives long already; build new ids with "
-                "`torch.tensor([[token]])`, not from a float tensor")
+        return ("token ids must stay integers (torch.long): `argmax` gives long already, so build new ids from "
+                "it (or from Python ints), not from a float tensor")
     if "out of range" in message:
         return "a token id outside the vocabulary: append token ids (argmax over the vocabulary), not positions"
     if "same number of dimensions" in message or "Sizes of tensors must match" in message:
-        return ("append the new token as a (1, 1) tensor: `torch.cat([ids, next_id.view(1, 1)], dim=1)`")
+        return ("the new token must be shaped (1, 1) before it is concatenated to the (1, T) ids along the "
+                "time axis")
     return None
-
-
-# ================================================================ next_token_logprobs
-
-def next_token_logprobs_cases() -> list:
-    extreme = TableLM(torch.tensor([[0.0, 100.0, -90.0, 20.0, 50.0],  # after token 0: a spread of 190
-                                    [120.0, 119.0, 118.0, 0.0, 60.0],  # large logits: exp overflows
-                                    [1.0, 2.0, 3.0, 4.0, 5.0],
-                                    [5.0, 4.0, 3.0, 2.0, 1.0],
-                                    [0.0, 0.0, 1.0, 0.0, 0.0]]))
-    return [
-        Case("a 3-token prompt, V = 8, its last two tokens have their own context", (random_lm(50, 8), _ids(3, 4, 1))),
-        Case("a 1-token prompt, V = 8", (random_lm(51, 8), _ids(5,))),
-        Case("a 6-token prompt, V = 12", (random_lm(52, 12), _ids(0, 7, 2, 9, 9, 4))),
-        Case("large logits (near 120): exp overflows float32", (extreme, _ids(4, 2, 1)), atol=1e-3),
-        Case("logits 190 apart: probabilities below 1e-38 underflow to 0", (extreme, _ids(2, 3, 0)), atol=1e-3),
-    ]
-
-
-def _next_variant(model, input_ids, *, position=-1, what="logprobs", dim=-1, keep_batch=False, all_positions=False):
-    logits = model(input_ids).logits.double()  # (1, T, V)
-    if what == "logits":
-        out = logits
-    elif what == "probs":
-        out = torch.softmax(logits, dim=-1)
-    elif what == "naive":
-        x = logits.float()
-        out = (x - torch.log(torch.exp(x).sum(dim=-1, keepdim=True))).double()
-    elif what == "log_of_softmax":
-        out = torch.log(torch.softmax(logits.float(), dim=-1)).double()
-    else:
-        out = torch.log_softmax(logits, dim=dim)
-    if all_positions:
-        return out
-    out = out[:, position]  # (1, V)
-    return out if keep_batch else out[0]
-
-
-def next_token_logprobs_mistakes() -> list:
-    def variant(**switches):
-        return lambda model, input_ids: _next_variant(model, input_ids, **switches)
-
-    return [
-        Mistake("returned the logits, not log-probabilities: apply `torch.log_softmax(logits, dim=-1)`",
-                variant(what="logits")),
-        Mistake("returned probabilities (softmax), not log-probabilities: use `torch.log_softmax`",
-                variant(what="probs")),
-        Mistake("took the log of the softmax: probabilities below about 1e-38 become 0 in float32 and their log "
-                "is -inf; `torch.log_softmax` computes the same thing without the underflow",
-                variant(what="log_of_softmax")),
-        Mistake("log-softmax by hand without subtracting the maximum: exp of a large logit overflows to inf; "
-                "use `torch.log_softmax` (or subtract the maximum first)", variant(what="naive")),
-        Mistake("read the first position (logits[0, 0]): the next token after the prompt is predicted at the "
-                "last position, logits[0, -1]", variant(position=0)),
-        Mistake("read the second-to-last position (logits[0, -2]): the next token after the prompt is predicted "
-                "at the last position, logits[0, -1]", variant(position=-2)),
-        Mistake("normalised over the positions instead of the vocabulary: log_softmax over the last axis (dim=-1)",
-                variant(dim=1)),
-        Mistake("kept the batch axis: return shape (V,), logits[0, -1], not (1, V)", variant(keep_batch=True)),
-        Mistake("returned every position, (1, T, V): return only the last one, (V,)", variant(all_positions=True)),
-    ]
-
-
-def judge_next_token_logprobs(case: Case, out) -> str | None:
-    model, input_ids = case.args
-    expected = _logprobs(model, input_ids)[-1].float().numpy()  # (V,)
-    problem = tensor_problem(out, expected, case, "the log-probabilities")
-    if problem is None:
-        return None
-    if isinstance(out, TensorData) and out.shape == expected.shape and np.isfinite(out.array).all():
-        total = float(np.exp(out.array.astype(np.float64)).sum())
-        if abs(total - 1) > 1e-3:
-            problem += f"\n(exp of your values sums to {total:.4g}; log-probabilities give exactly 1)"
-    return with_mistake(problem, out, case, next_token_logprobs_mistakes())
 
 
 def explain_model_error(case: Case, outcome) -> str | None:
     return _model_error_hint(outcome)
-
-
-register(Exercise(
-    name="next_token_logprobs", chapter="05", signature="(model, input_ids)", points=1,
-    make_cases=next_token_logprobs_cases, judge=judge_next_token_logprobs, explain_error=explain_model_error,
-))
 
 
 # ================================================================ sequence_logprob
@@ -284,6 +204,15 @@ class CatchValueError(Case):
             return (RAISED, str(err)[:200])
 
 
+def extreme_lm() -> TableLM:
+    """Logits far apart: their softmax underflows to 0 in float32, and exp of the largest overflows."""
+    return TableLM(torch.tensor([[0.0, 100.0, -90.0, 20.0, 50.0],  # after token 0: a spread of 190
+                                 [120.0, 119.0, 118.0, 0.0, 60.0],  # large logits: exp overflows
+                                 [1.0, 2.0, 3.0, 4.0, 5.0],
+                                 [5.0, 4.0, 3.0, 2.0, 1.0],
+                                 [0.0, 0.0, 1.0, 0.0, 0.0]]))
+
+
 def sequence_logprob_cases() -> list:
     lm = random_lm(60, 9)
     return [
@@ -293,6 +222,8 @@ def sequence_logprob_cases() -> list:
         CatchValueError("8 tokens, prompt_length = 6: the last two tokens", (lm, _ids(1, 1, 4, 7, 2, 8, 6, 0), 6)),
         CatchValueError("4 tokens, prompt_length = 4 = T: nothing to score, the sum is 0.0",
                         (lm, _ids(3, 4, 5, 6), 4)),
+        CatchValueError("logits 190 apart: token 2 after token 0 has a probability near 1e-83, below float32's "
+                        "smallest number", (extreme_lm(), _ids(4, 0, 2, 1, 3), 2)),
         CatchValueError("prompt_length = 0: no token before the first one, so ValueError", (lm, _ids(3, 4, 5), 0)),
         CatchValueError("prompt_length = 5 > T = 4: ValueError", (lm, _ids(3, 4, 5, 6), 5)),
     ]
@@ -300,12 +231,14 @@ def sequence_logprob_cases() -> list:
 
 def _seq_variant(model, input_ids, prompt_length, *, shift=1, start=None, what="logprobs", reduce="sum", dim=-1,
                  check=True):
+    """The score of the continuation; the switches reproduce the common mistakes (defaults: the right one)."""
     T = input_ids.shape[1]
     if check and not 1 <= prompt_length <= T:
         raise ValueError("prompt_length out of range")
     logits = model(input_ids).logits[0].double()  # (T, V)
     scores = {"logprobs": torch.log_softmax(logits, dim=dim), "logits": logits,
-              "probs": torch.softmax(logits, dim=-1)}[what]
+              "probs": torch.softmax(logits, dim=-1),
+              "log_of_softmax": torch.softmax(logits.float(), dim=-1).log().double()}[what]
     start = prompt_length if start is None else start
     terms = [scores[t - shift, input_ids[0, t]] for t in range(max(start, 0), T)]
     total = torch.stack(terms).sum() if terms else torch.tensor(0.0, dtype=torch.float64)
@@ -322,14 +255,17 @@ def sequence_logprob_mistakes(prompt_length: int, T: int) -> list:
 
     mistakes = [
         Mistake("off by one position: scored token t with the logits at position t; the distribution of token t "
-                "is predicted at position t - 1 (logits[0, t - 1])", variant(shift=0)),
+                "is predicted at the position before it, t - 1", variant(shift=0)),
         Mistake("the prompt tokens counted in the score: sum only over tokens prompt_length .. T-1",
                 variant(start=1)),
-        Mistake("started one token late (at prompt_length + 1): the first scored token is input_ids[0, prompt_length]",
+        Mistake("started one token late (at prompt_length + 1): the first scored token is the one at index "
+                "prompt_length",
                 variant(start=prompt_length + 1)),
         Mistake("summed the logits, not the log-probabilities: apply `torch.log_softmax` over the vocabulary first",
                 variant(what="logits")),
         Mistake("summed probabilities: sum the log-probabilities", variant(what="probs")),
+        Mistake("took the log of the softmax: a probability below about 1e-38 is 0 in float32 and its log is -inf; "
+                "`torch.log_softmax` gives the same numbers without the underflow", variant(what="log_of_softmax")),
         Mistake("returned the probability of the continuation (the exponential of the sum): return the sum of "
                 "log-probabilities", variant(reduce="exp")),
         Mistake("averaged the log-probabilities instead of summing them", variant(reduce="mean")),
@@ -338,7 +274,7 @@ def sequence_logprob_mistakes(prompt_length: int, T: int) -> list:
     ]
     if prompt_length >= 2:
         mistakes.insert(2, Mistake("started one token early: the last prompt token was scored too; the first "
-                                   "scored token is input_ids[0, prompt_length]", variant(start=prompt_length - 1)))
+                                   "scored token is the one at index prompt_length", variant(start=prompt_length - 1)))
     return mistakes
 
 
@@ -491,6 +427,8 @@ def beam_search_cases() -> list:
         Case("V = 9, 3 beams, 4 steps, a 2-token prompt", (random_lm(141, 9, 40, spread=1.0), _ids(3, 3), 3, 4)),
         Case("num_beams = 1 is greedy decoding: V = 8, 4 steps", (random_lm(83, 8), _ids(0, 5), 1, 4)),
         Case("one step: the best single token, V = 9, 3 beams", (random_lm(84, 9), _ids(2,), 3, 1)),
+        Case("more beams than tokens: V = 5, 7 beams; the first step has only 5 continuations, so 5 hypotheses "
+             "live until the second step offers 25 (then 7 are kept)", (random_lm(85, 5, 10), _ids(1,), 7, 3)),
     ]
 
 
@@ -546,10 +484,12 @@ def beam_mistakes() -> list:
         Mistake("ranked by the total at every step, but returned the beam with the best last step: return "
                 "the hypothesis with the highest total log-probability", variant(final="last")),
         Mistake("each beam was extended by its own best token only, so after the first step the beams never "
-                "branch: choose the num_beams best among all (beam, token) continuations", variant(expand="own_best")),
+                "branch: choose the num_beams best among all (hypothesis, token) continuations together",
+                variant(expand="own_best")),
         Mistake("kept num_beams continuations of every beam without pruning back to num_beams hypotheses",
                 variant(expand="no_pruning")),
-        Mistake("summed the logits, not the log-probabilities: score each step with `torch.log_softmax`",
+        Mistake("summed the logits, not the log-probabilities: logits are scores with an arbitrary offset per "
+                "position, so normalise each step's scores with `torch.log_softmax` before adding them up",
                 variant(score="logits")),
         Mistake("returned the lowest-scoring beam: return the one with the highest total log-probability",
                 variant(final="worst")),
@@ -576,13 +516,39 @@ def judge_beam_search(case: Case, out) -> str | None:
     return with_mistake(problem, out, case, beam_mistakes())
 
 
+def explain_beam_error(case: Case, outcome) -> str | None:
+    if "selected index k out of range" in outcome.message:
+        model, input_ids, num_beams, max_new_tokens = case.args
+        return (f"more beams ({num_beams}) than continuations: at the first step there is one hypothesis, so only "
+                f"V = {model.vocab_size} candidates; keep all of them when there are fewer than num_beams (the "
+                f"number of live hypotheses is the smaller of num_beams and the number of candidates)")
+    return _model_error_hint(outcome)
+
+
 register(Exercise(
     name="beam_search", chapter="05", signature="(model, input_ids, num_beams, max_new_tokens)", points=3,
-    make_cases=beam_search_cases, judge=judge_beam_search, explain_error=explain_model_error,
+    make_cases=beam_search_cases, judge=judge_beam_search, explain_error=explain_beam_error,
 ))
 
 
 # ================================================================ top_k_filter
+
+def filter_problem(out, expected: np.ndarray, case: Case) -> str | None:
+    """What is wrong with filtered logits: where a different token was kept or removed, when one was (a -inf
+    against a -inf is no difference), else the usual comparison of values."""
+    problem = tensor_problem(out, expected, case, "the filtered logits")
+    if problem is None or getattr(problem, "mistake", None) or not isinstance(out, TensorData) \
+            or out.shape != expected.shape or not np.issubdtype(out.array.dtype, np.floating):
+        return problem
+    differ = np.isfinite(out.array) != np.isfinite(expected)
+    if not differ.any():
+        return problem
+    where = tuple(int(i) for i in np.argwhere(differ)[0])
+    got, want = float(out.array[where]), float(expected[where])
+    return (f"the filtered logits keep other tokens ({int(differ.sum())} of {differ.size} positions differ): at "
+            f"index {where} yours is {got:.5g}, expected {want:.5g} "
+            f"({'kept' if np.isfinite(want) else 'removed'})")
+
 
 def top_k_filter_cases() -> list:
     g = torch.Generator().manual_seed(90)
@@ -595,6 +561,7 @@ def top_k_filter_cases() -> list:
              (torch.tensor([1.0, 3.0, 2.0, 2.0, 0.5]), 2)),
         Case("k = 1: only the largest logit", (torch.randn(3, 6, generator=g), 1)),
         Case("k = V = 7: every logit is kept", (torch.randn(7, generator=g), 7)),
+        Case("k = 12 > V = 6: every logit is kept", (torch.randn(2, 6, generator=g), 12)),
         Case("(2, 3, 12) logits, k = 5", (torch.randn(2, 3, 12, generator=g) * 3, 5)),
         Case("logits already -inf in places, (2, 9), k = 4", (with_inf, 4)),
     ]
@@ -622,17 +589,18 @@ def top_k_mistakes(logits, k) -> list:
         return lambda logits, k: _top_k_variant(logits, k, **switches)
 
     mistakes = [
-        Mistake("kept fewer than k tokens: compare with `>=`, not `>`, against the k-th largest logit, "
-                "`topk(k).values[..., -1:]` (a logit tied with it is kept too)", variant(strict=True)),
-        Mistake("kept exactly k tokens, breaking the tie at the k-th largest logit: keep every logit >= the k-th "
-                "largest (as Hugging Face's TopKLogitsWarper does)", variant(exactly_k=True)),
+        Mistake("kept fewer than k tokens: the k-th largest logit itself (and every logit tied with it) is "
+                "kept, so compare with 'at least', not 'greater than'", variant(strict=True)),
+        Mistake("kept exactly k tokens, breaking the tie at the k-th largest logit: every logit equal to the k-th "
+                "largest is kept too, so more than k may survive (as Hugging Face's TopKLogitsWarper does); "
+                "the indices `torch.topk` returns pick one of the tied logits arbitrarily", variant(exactly_k=True)),
         Mistake("set the filtered logits to 0 instead of -inf (a logit of 0 is still a likely token)",
                 variant(fill=0.0)),
         Mistake("set the filtered logits to a large negative number instead of float('-inf')",
                 variant(fill=-1e9)),
         Mistake("kept the k smallest logits: keep the k largest", variant(smallest=True)),
-        Mistake("kept k + 1 tokens: the threshold is the k-th largest, `topk(k).values[..., -1]`",
-                variant(offset=1)),
+        Mistake("kept k + 1 tokens: the threshold is the k-th largest logit (counting from 1), not the one after "
+                "it", variant(offset=1)),
         Mistake("returned the logits sorted: keep every logit in its own position", variant(sort_output=True)),
         Mistake("one threshold for the whole tensor: each row (each distribution over the last dimension) keeps "
                 "its own k largest", variant(whole_tensor=True)),
@@ -649,25 +617,39 @@ def judge_top_k_filter(case: Case, out) -> str | None:
     if isinstance(out, TensorData) and out.shape != tuple(logits.shape) and out.array.ndim and \
             out.shape[-1] == min(k, logits.shape[-1]):
         return Problem(f"returned shape {out.shape}; expected {tuple(logits.shape)}, the shape of the logits",
-                       "returned torch.topk's k values: return a tensor shaped like `logits`, with -inf in place of "
-                       "every logit below the k-th largest")
-    problem = tensor_problem(out, expected.numpy(), case, "the filtered logits")
+                       "returned torch.topk's k values: return a tensor shaped like `logits`, every kept logit in "
+                       "its own position and -inf everywhere else")
+    problem = filter_problem(out, expected.numpy(), case)
     if problem is None:
         return None
     return with_mistake(problem, out, case, top_k_mistakes(logits, k))
 
 
-def explain_filter_error(case: Case, outcome) -> str | None:
-    if "selected index k out of range" in outcome.message:
-        return "torch.topk along the wrong axis? filter along the last dimension (dim=-1), the vocabulary"
+def _masked_fill_hint(outcome) -> str | None:
     if "masked_fill" in outcome.message or "expected a bool" in outcome.message.lower():
-        return "masked_fill needs a boolean mask: `logits.masked_fill(logits < threshold, float('-inf'))`"
+        return "masked_fill needs a boolean mask (True where the logit is removed), not a tensor of numbers"
     return None
+
+
+def explain_top_k_error(case: Case, outcome) -> str | None:
+    logits, k = case.args
+    too_large = "selected index k out of range" in outcome.message or (
+        outcome.error_type == "IndexError" and "out of bounds" in outcome.message)
+    if too_large and k > logits.shape[-1]:
+        return (f"k = {k} is larger than the vocabulary (V = {logits.shape[-1]}): then every logit is kept, so "
+                f"never ask torch.topk (or an index into sorted logits) for more than V")
+    if too_large:
+        return "torch.topk along the wrong axis? filter along the last dimension (dim=-1), the vocabulary"
+    return _masked_fill_hint(outcome)
+
+
+def explain_top_p_error(case: Case, outcome) -> str | None:
+    return _masked_fill_hint(outcome)
 
 
 register(Exercise(
     name="top_k_filter", chapter="05", signature="(logits, k)", points=1,
-    make_cases=top_k_filter_cases, judge=judge_top_k_filter, explain_error=explain_filter_error,
+    make_cases=top_k_filter_cases, judge=judge_top_k_filter, explain_error=explain_top_k_error,
     forbidden=(TOP_K_WARPER,),
 ))
 
@@ -688,11 +670,18 @@ def top_p_filter_cases() -> list:
              (torch.randn(9, generator=g) * 2, 0.05)),
         Case("(2, 2, 7) logits, p = 0.6", (torch.randn(2, 2, 7, generator=g) * 1.5, 0.6)),
         Case("logits already -inf in places (after a top-k filter), (2, 10), p = 0.75", (partial, 0.75)),
+        Case("a tie at the threshold: probabilities [0.1, 0.2, 0.4, 0.2, 0.1], p = 0.5: 0.4 and both 0.2s are kept",
+             (torch.log(torch.tensor([0.1, 0.2, 0.4, 0.2, 0.1])), 0.5)),
+        Case("p = 1: every logit is kept, even those whose probability is 1e-22 or rounds to 0",
+             (torch.tensor([9.0, 1.0, 0.5, -3.0, -8.0, -15.0, -40.0, -120.0]), 1.0)),
     ]
 
 
 def _top_p_variant(logits, p, *, crossing=True, own_prob=False, ascending=False, on_logits=False, unsorted=False,
-                   fill=NEG_INF, sort_output=False, one_minus=False, dim=-1):
+                   fill=NEG_INF, sort_output=False, one_minus=False, dim=-1, ties=True, all_at_one=True):
+    """Top-p filtering; the switches reproduce the common mistakes (defaults: the right answer)."""
+    if p >= 1 and all_at_one:
+        return logits.clone()
     probs = torch.softmax(logits.double(), dim=dim)
     if one_minus:
         p = 1 - p
@@ -708,8 +697,18 @@ def _top_p_variant(logits, p, *, crossing=True, own_prob=False, ascending=False,
         cumulative = sorted_values.cumsum(-1)
         keep_sorted = (cumulative - sorted_values < p) if crossing else (cumulative <= p)
         keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        if ties:  # a token as probable as a kept one is kept too, whatever order the sort gave them
+            kept_probs = torch.where(keep, probs, torch.nan)  # (..., V)
+            keep = keep | (probs[..., :, None] == kept_probs[..., None, :]).any(-1)
     out = logits.masked_fill(~keep, fill)
     return out.sort(dim=-1, descending=True).values if sort_output else out
+
+
+TOP_P_TIE = ("dropped a token exactly as probable as the last token kept: the sort put it after that token, but "
+             "the tokens *strictly* more probable than it sum to less than p, so it stays (ties are kept, as in "
+             "top_k_filter)")
+TOP_P_ALL = ("with p >= 1 some tokens were dropped: in floating point the cumulative sum reaches 1 before the last "
+             "tokens (or a tiny probability rounds to 0); p >= 1 keeps every logit, so handle it before the sort")
 
 
 def top_p_mistakes(logits) -> list:
@@ -734,6 +733,8 @@ def top_p_mistakes(logits) -> list:
         Mistake("set the filtered logits to a large negative number instead of float('-inf')", variant(fill=-1e9)),
         Mistake("used 1 - p as the threshold: keep the most probable tokens until their total reaches p",
                 variant(one_minus=True)),
+        Mistake(TOP_P_TIE, variant(ties=False)),
+        Mistake(TOP_P_ALL, variant(all_at_one=False)),
     ]
     if logits.dim() >= 2:
         mistakes.append(Mistake("softmax over the wrong axis (dim 0): each distribution runs along the last "
@@ -744,7 +745,7 @@ def top_p_mistakes(logits) -> list:
 def judge_top_p_filter(case: Case, out) -> str | None:
     logits, p = case.args
     expected = _top_p_variant(logits, p)
-    problem = tensor_problem(out, expected.numpy(), case, "the filtered logits")
+    problem = filter_problem(out, expected.numpy(), case)
     if problem is None:
         return None
     if isinstance(out, TensorData) and out.shape == tuple(logits.shape):
@@ -752,12 +753,25 @@ def judge_top_p_filter(case: Case, out) -> str | None:
         if np.any(kept_yours != kept):
             problem += (f"\n(tokens kept per distribution: yours {np.ravel(kept_yours).tolist()}, "
                         f"expected {np.ravel(kept).tolist()})")
+        dropped = np.isfinite(expected.numpy()) & ~np.isfinite(out.array)
+        if dropped.any() and not (np.isfinite(out.array) & ~np.isfinite(expected.numpy())).any():
+            if p >= 1:
+                return Problem(problem, TOP_P_ALL)
+            if _only_ties_dropped(logits, np.isfinite(out.array), dropped):
+                return Problem(problem, TOP_P_TIE)
     return with_mistake(problem, out, case, top_p_mistakes(logits))
 
 
+def _only_ties_dropped(logits, kept, dropped) -> bool:
+    """Is every token an answer wrongly dropped exactly as probable as the least probable token it kept?"""
+    probs = torch.softmax(logits.double(), dim=-1).numpy()
+    least_kept = np.where(kept, probs, np.inf).min(-1, keepdims=True)  # (..., 1)
+    return bool(np.all(probs[dropped] == np.broadcast_to(least_kept, probs.shape)[dropped]))
+
+
 register(Exercise(
-    name="top_p_filter", chapter="05", signature="(logits, p)", points=2,
-    make_cases=top_p_filter_cases, judge=judge_top_p_filter, explain_error=explain_filter_error,
+    name="top_p_filter", chapter="05", signature="(logits, p)", points=3,
+    make_cases=top_p_filter_cases, judge=judge_top_p_filter, explain_error=explain_top_p_error,
     forbidden=(TOP_P_WARPER,),
 ))
 
@@ -825,8 +839,8 @@ def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None, *, or
 def sampling_mistakes() -> list:
     """(description, the switches of ``sampling_distribution`` that reproduce it)."""
     return [
-        ("applied the temperature after filtering: divide the logits by the temperature first, then top-k, "
-         "then top-p (the top-p set depends on the temperature)", {"order": "temperature_last"}),
+        ("applied the temperature after filtering: the temperature comes first, then top-k, then top-p (the "
+         "top-p set depends on the temperature)", {"order": "temperature_last"}),
         ("applied top-p before top-k: top-k first, then top-p on what top-k kept", {"order": "top_p_first"}),
         ("multiplied the logits by the temperature instead of dividing by it", {"multiply": True}),
         ("ignored the temperature", {"skip": ("temperature",)}),
@@ -839,7 +853,8 @@ def sampling_mistakes() -> list:
     ]
 
 
-ARGMAX_MISTAKE = "always returned the most likely token: sample with torch.multinomial unless temperature == 0"
+ARGMAX_MISTAKE = ("always returned the most likely token: draw the token at random in proportion to its probability "
+                  "(torch.multinomial) unless temperature == 0")
 
 
 def _fits(counts: np.ndarray, probs: np.ndarray) -> bool:
@@ -858,7 +873,7 @@ def judge_sample_next_token(case: Case, out, observations) -> str | None:
     first = out[0]
     if isinstance(first, TensorData):
         return Problem(f"returned {describe(first)}; expected a Python int",
-                       "returned a tensor: return the token id as a Python int (`.item()`)")
+                       "returned a tensor: return the token id as a Python int")
     if not all(isinstance(d, int) and not isinstance(d, bool) for d in out):
         bad = next(d for d in out if not isinstance(d, int) or isinstance(d, bool))
         return f"expected a token id (int) from every call; got {describe(bad)}"
@@ -871,8 +886,8 @@ def judge_sample_next_token(case: Case, out, observations) -> str | None:
     if _fits(counts, expected):
         if repeat != out[:len(repeat)]:
             return Problem("the same seed gave different tokens: a fresh generator seeded alike must give the "
-                           "same draws", "ignored `generator`: pass it on, "
-                           "`torch.multinomial(probs, 1, generator=generator)`")
+                           "same draws", "ignored `generator`: the random draw must take its randomness from the "
+                           "generator it is given (torch.multinomial and torch.rand accept it as a keyword)")
         return None
     n = int(counts.sum())
     support = np.flatnonzero(expected > 0)
@@ -899,7 +914,8 @@ def explain_sample_error(case: Case, outcome) -> str | None:
         return ("torch.multinomial needs probabilities: softmax the filtered logits first (a -inf logit becomes "
                 "probability 0)")
     if "unexpected keyword argument 'generator'" in message:
-        return "pass the generator to torch.multinomial: `torch.multinomial(probs, 1, generator=generator)`"
+        return ("the function that draws must receive the generator as its `generator` keyword argument "
+                "(torch.multinomial does; random.choices and numpy do not take a torch generator)")
     if "division by zero" in message or "ZeroDivisionError" in outcome.error_type:
         return "temperature=0 means argmax: handle it before dividing by the temperature"
     return None
@@ -933,94 +949,6 @@ register(Exercise(
     name="sample_next_token", chapter="05",
     signature="(logits, temperature=1.0, top_k=None, top_p=None, generator=None)", points=2,
     make_cases=sample_next_token_cases, judge=judge_sample_next_token, explain_error=explain_sample_error,
-))
-
-
-# ================================================================ few_shot_prompt
-
-def few_shot_prompt_cases() -> list:
-    return [
-        Case("two examples, no instruction",
-             ([("Unilever", "consumer goods"), ("Uber", "transportation")], "Intel")),
-        Case("an instruction and one example",
-             ([("the film is a delight", "positive")], "a dull, lifeless plot"),
-             {"instruction": "Classify the sentiment of each review as positive or negative."}),
-        Case("zero-shot: an instruction, no examples",
-             ([], "Burger King"), {"instruction": "Give the category of each company."}),
-        Case("zero-shot without an instruction: only the query", ([], "FedEx")),
-        Case("three examples with an instruction given as an empty string",
-             ([("2 + 2", "4"), ("3 + 5", "8"), ("10 - 7", "3")], "6 + 1"), {"instruction": ""}),
-    ]
-
-
-def _prompt_variant(examples, query, instruction="", *, sep="\n\n", block="Input: {}\nOutput: {}",
-                    final="Input: {}\nOutput:", instruction_sep=None, keep_empty_instruction=False, swap=False,
-                    tail=""):
-    parts = [block.format(*((o, i) if swap else (i, o))) for i, o in examples] + [final.format(query)]
-    body = sep.join(parts) + tail
-    if instruction or keep_empty_instruction:
-        return instruction + (sep if instruction_sep is None else instruction_sep) + body
-    return body
-
-
-def few_shot_prompt_mistakes() -> list:
-    def variant(**switches):
-        return lambda examples, query, instruction="": _prompt_variant(examples, query, instruction, **switches)
-
-    return [
-        Mistake("a space after the final `Output:`: end with `Output:` exactly, since the model's answer brings "
-                "its own leading space (\" positive\" is one token)", variant(tail=" ")),
-        Mistake("a newline after the final `Output:`: end with `Output:` exactly", variant(tail="\n")),
-        Mistake("the prompt does not end with `Output:`: finish with `Input: {query}\\nOutput:` so that the model "
-                "writes the output next", variant(final="Input: {}")),
-        Mistake("the instruction's blank line is missing: the instruction and the first block are joined by "
-                "\"\\n\\n\" like every other part", variant(instruction_sep="\n")),
-        Mistake("an empty instruction still adds a blank line at the start: leave the instruction out when it is "
-                "empty", variant(keep_empty_instruction=True)),
-        Mistake("the blocks are joined by a single newline: join the parts with a blank line, \"\\n\\n\"",
-                variant(sep="\n")),
-        Mistake("no space after `Output:` in the examples: each block is `Input: {input}\\nOutput: {output}`",
-                variant(block="Input: {}\nOutput:{}")),
-        Mistake("no space after `Input:`: each block is `Input: {input}\\nOutput: {output}`",
-                variant(block="Input:{}\nOutput:{}", final="Input:{}\nOutput:")),
-        Mistake("input and output on one line: a newline separates `Input: ...` and `Output: ...`",
-                variant(block="Input: {} Output: {}", final="Input: {} Output:")),
-        Mistake("input and output swapped in the examples: each example is an (input, output) pair",
-                variant(swap=True)),
-    ]
-
-
-def _first_difference(got: str, want: str) -> str:
-    i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-    lo = max(0, i - 25)
-    return (f"they differ from character {i}: yours ...{got[lo:i + 25]!r}..., expected ...{want[lo:i + 25]!r}... "
-            f"(lengths {len(got)} and {len(want)})")
-
-
-def judge_few_shot_prompt(case: Case, out) -> str | None:
-    expected = _prompt_variant(*case.args, **case.kwargs)
-    if not isinstance(out, str):
-        return f"return the prompt as a str; got {describe(out)}"
-    if out == expected:
-        return None
-    if len(expected) <= 160:
-        problem = f"returned {out!r}; expected {expected!r}"
-    else:
-        problem = _first_difference(out, expected)
-    return with_mistake(problem, out, case, few_shot_prompt_mistakes())
-
-
-def explain_few_shot_prompt_error(case: Case, outcome) -> str | None:
-    if "unpack" in outcome.message:
-        return "`examples` is a list of (input, output) pairs: `for inp, out in examples:`"
-    if outcome.error_type == "IndexError":
-        return "with no examples the prompt is the instruction (if any) and the final `Input: {query}\\nOutput:`"
-    return None
-
-
-register(Exercise(
-    name="few_shot_prompt", chapter="05", signature='(examples, query, instruction="")', points=1,
-    make_cases=few_shot_prompt_cases, judge=judge_few_shot_prompt, explain_error=explain_few_shot_prompt_error,
 ))
 
 
@@ -1133,6 +1061,17 @@ def _toy_lm(seed: int) -> TableLM:
     return random_lm(seed, len(TOY_VOCAB), n_contexts=0, spread=2.0)
 
 
+def tied_toy_lm(seed: int, after: str, tied: tuple) -> TableLM:
+    """A toy LM under which the one-token labels ``tied`` (" " + label) are equally likely after the piece
+    ``after``, and likelier than every other token there: a tie for the best label."""
+    table = _toy_lm(seed).table.detach().clone()  # (V, V)
+    row = TOY_VOCAB.index(after)
+    best = float(table[row].max()) + 2.0
+    for label in tied:
+        table[row, TOY_VOCAB.index(" " + label)] = best
+    return TableLM(table)
+
+
 CLASSIFY_PROMPT = ("Classify the sentiment of each review.\n\nInput: the plot was dull\nOutput: negative\n\n"
                    "Input: loved the music\nOutput: positive\n\nInput: {}\nOutput:")
 
@@ -1155,6 +1094,9 @@ def classify_by_likelihood_cases() -> list:
                                      ["positive", "negative", "neutral", "awful"])),
         ClassifyCase("two labels, another prompt", (_toy_lm(105), ToyTokenizer(), "Input: hated it\nOutput:",
                                                     ["dull", "fun"])),
+        ClassifyCase("a tie: 'great' and 'fine' are equally likely and the best; the first in `labels` wins, 'great'",
+                     (tied_toy_lm(106, ":", ("great", "fine")), ToyTokenizer(), "Input: the film was okay\nOutput:",
+                      ["great", "fine", "terrible"])),
     ]
 
 
@@ -1178,10 +1120,12 @@ def _label_scores(model, tokenizer, prompt, labels, *, together=False, special=F
     return scores
 
 
-def _classify_variant(model, tokenizer, prompt, labels, *, lowest=False, **switches):
+def _classify_variant(model, tokenizer, prompt, labels, *, lowest=False, last_on_tie=False, **switches):
     scores = _label_scores(model, tokenizer, prompt, labels, **switches)
-    best = min(range(len(labels)), key=scores.__getitem__) if lowest else max(range(len(labels)),
-                                                                               key=scores.__getitem__)
+    order = list(range(len(labels)))
+    if last_on_tie:  # max and min return the first of equal scores: scan from the end to get the last
+        order.reverse()
+    best = min(order, key=scores.__getitem__) if lowest else max(order, key=scores.__getitem__)
     return labels[best]
 
 
@@ -1209,11 +1153,13 @@ def classify_mistakes(prompt, labels) -> list:
     return [
         ClassifyMistake("the label was tokenized together with the prompt: at the boundary the tokens differ "
                         "(\"Output: great\" gives \"Output\", \": \", \"great\"); tokenize the prompt and "
-                        "\" \" + label separately and concatenate the ids",
+                        "the label with its space separately, then put the two lists of ids one after the other",
                         {"together": True}, lambda obs: _said_together(obs, prompt, labels)),
         ClassifyMistake("tokenized with special tokens: the tokenizer put its BOS token <s> before the label (and the "
-                        "prompt); pass add_special_tokens=False", {"special": True}, _with_special_tokens),
-        ClassifyMistake("the label was tokenized without its leading space: score the ids of \" \" + label",
+                        "prompt); ask the tokenizer not to add special tokens", {"special": True},
+                        _with_special_tokens),
+        ClassifyMistake("the label was tokenized without its leading space: after `Output:` the model writes "
+                        "the space and the word as one token, so score the label with a space in front",
                         {"space": ""}, lambda obs: _without_space(obs, labels)),
         ClassifyMistake("scored only the first token of each label: sum the log-probabilities of all its tokens",
                         {"first_only": True}),
@@ -1224,6 +1170,9 @@ def classify_mistakes(prompt, labels) -> list:
                         "predicted at t - 1", {"shift": 0}),
         ClassifyMistake("returned the least likely label: return the one with the highest log-probability",
                         {"lowest": True}),
+        ClassifyMistake("on a tie returned a later label: when several labels share the highest score, the first "
+                        "of them in the order of `labels` wins (a comparison that also replaces the best on an "
+                        "equal score picks the last)", {"last_on_tie": True}),
     ]
 
 
@@ -1232,7 +1181,7 @@ def judge_classify_by_likelihood(case: Case, out, observations) -> str | None:
     expected = _classify_variant(model, tokenizer, prompt, labels)
     if isinstance(out, int) and not isinstance(out, bool) and 0 <= out < len(labels) and labels[out] == expected:
         return Problem(f"returned the index {out}; expected the label itself, {expected!r}",
-                       "returned the index of the best label: return the label string, labels[best]")
+                       "returned the index of the best label: return the label string itself")
     if not isinstance(out, str):
         return f"return one of the labels (a str); got {describe(out)}"
     if out == expected:
@@ -1245,6 +1194,9 @@ def judge_classify_by_likelihood(case: Case, out, observations) -> str | None:
     scores = _label_scores(model, tokenizer, prompt, labels)
     problem = (f"returned {out!r}; expected {expected!r} (log-probabilities of the labels: "
                + ", ".join(f"{label!r} {s:.3f}" for label, s in zip(labels, scores)) + ")")
+    if scores[labels.index(out)] == scores[labels.index(expected)]:  # an exact tie: only the order decides
+        return Problem(problem, next(m.description for m in classify_mistakes(prompt, labels)
+                                     if m.switches.get("last_on_tie")))
     matching = []
     for mistake in classify_mistakes(prompt, labels):
         if _classify_variant(model, ToyTokenizer(), prompt, labels, **mistake.switches) == out:
@@ -1259,8 +1211,8 @@ def explain_classify_error(case: Case, outcome) -> str | None:
         return ("the check's tokenizer supports `tokenizer(text, add_special_tokens=False).input_ids`, "
                 "`tokenizer.encode(text, add_special_tokens=False)` and `return_tensors=\"pt\"`")
     if "prompt_length" in outcome.message or outcome.error_type == "ValueError":
-        return ("prompt_length is the number of prompt tokens, and the label's ids follow them: "
-                "sequence_logprob(model, prompt_ids + label_ids, len(prompt_ids))")
+        return ("prompt_length is the number of prompt tokens, and the label's ids follow them in one (1, T) "
+                "tensor: every label has at least one token, so prompt_length is always below T")
     return _model_error_hint(outcome)
 
 

@@ -6,20 +6,14 @@ answer fitted to the visible cases fails. ``grader.hidden.run_hidden`` judges th
 
 import torch
 
-from grader.checks.gpt_and_prompting import (CLASSIFY_PROMPT, CatchValueError, ClassifyCase, SamplingCase, ToyTokenizer,
-                                    _sampling_logits, _toy_lm, random_lm)
+from grader.checks.gpt_and_prompting import (CLASSIFY_PROMPT, CatchValueError, ClassifyCase, SamplingCase,
+                                             ToyTokenizer, _sampling_logits, _toy_lm, extreme_lm, random_lm,
+                                             tied_toy_lm)
 from grader.core import Case
 
 
 def _ids(*tokens):
     return torch.tensor([tokens], dtype=torch.long)
-
-
-def next_token_logprobs_cases():
-    return [
-        Case("a long prompt over a wide vocabulary", (random_lm(1050, 40, n_contexts=30), _ids(*range(3, 30, 2)))),
-        Case("a 2-token prompt, spread logits", (random_lm(1051, 6, spread=6.0), _ids(5, 5))),
-    ]
 
 
 def sequence_logprob_cases():
@@ -28,6 +22,7 @@ def sequence_logprob_cases():
         CatchValueError("a long continuation", (lm, _ids(*[i % 15 for i in range(2, 40, 3)]), 2)),
         CatchValueError("the last token only", (lm, _ids(4, 9, 1, 14), 3)),
         CatchValueError("a negative prompt length", (lm, _ids(4, 9, 1), -1)),
+        CatchValueError("logits far apart", (extreme_lm(), _ids(1, 3, 0, 2, 4, 0, 2), 1)),
     ]
 
 
@@ -55,6 +50,7 @@ def top_k_filter_cases():
         Case("4-D logits", (torch.randn(2, 2, 3, 16, generator=g) * 4, 6)),
         Case("ties in two rows", (ties, 3)),
         Case("k above V", (torch.randn(5, generator=g), 9)),
+        Case("k above V in a batch", (torch.randn(3, 4, generator=g), 5)),
         Case("float64 logits", (torch.randn(3, 11, generator=g, dtype=torch.float64), 4)),
     ]
 
@@ -65,6 +61,9 @@ def top_p_filter_cases():
         Case("a wide flat distribution", (torch.randn(2, 50, generator=g) * 0.3, 0.5)),
         Case("a peaked distribution", (torch.tensor([8.0, 1.0, 0.5, 0.0, -1.0, 2.0]), 0.95)),
         Case("4-D logits, p = 0.3", (torch.randn(2, 1, 3, 9, generator=g) * 2, 0.3)),
+        Case("three tied at the threshold", (torch.log(torch.tensor([[0.3, 0.1, 0.2, 0.2, 0.2], [0.5, 0.25, 0.05, 0.15,
+                                                                                                   0.05]])), 0.4)),
+        Case("p = 1 in a batch", (torch.tensor([[12.0, 0.0, -30.0, -100.0, 1.0], [0.0, 0.1, 0.2, -0.1, -95.0]]), 1.0)),
     ]
 
 
@@ -78,16 +77,6 @@ def sample_next_token_cases():
     ]
 
 
-def few_shot_prompt_cases():
-    return [
-        Case("outputs with spaces and an instruction",
-             ([("FedEx", "logistics and delivery"), ("Facebook", "social media")], "Intel"),
-             {"instruction": "Company categories:"}),
-        Case("a multi-line instruction, one example", ([("hot", "cold")], "up"),
-             {"instruction": "Give the opposite.\nOne word only."}),
-    ]
-
-
 def classify_by_likelihood_cases():
     return [
         ClassifyCase("three two-token labels", (_toy_lm(1100), ToyTokenizer(), CLASSIFY_PROMPT.format("it was fine"),
@@ -95,17 +84,18 @@ def classify_by_likelihood_cases():
         ClassifyCase("one label", (_toy_lm(1101), ToyTokenizer(), "Input: music\nOutput:", ["fun"])),
         ClassifyCase("five labels", (_toy_lm(1102), ToyTokenizer(), "Review: the acting\nSentiment:",
                                      ["great", "good", "okay", "bad", "awful"])),
+        ClassifyCase("a tie between the second and last labels", (tied_toy_lm(1103, ":", ("awful", "good")),
+                                                                   ToyTokenizer(), "Review: the plot\nSentiment:",
+                                                                   ["bad", "awful", "okay", "good"])),
     ]
 
 
 CASES = {
-    "next_token_logprobs": next_token_logprobs_cases,
     "sequence_logprob": sequence_logprob_cases,
     "greedy_decode": greedy_decode_cases,
     "beam_search": beam_search_cases,
     "top_k_filter": top_k_filter_cases,
     "top_p_filter": top_p_filter_cases,
     "sample_next_token": sample_next_token_cases,
-    "few_shot_prompt": few_shot_prompt_cases,
     "classify_by_likelihood": classify_by_likelihood_cases,
 }
