@@ -41,7 +41,7 @@ def softmax_cases() -> list:
         Case("very negative inputs: every value near -1e4", (torch.randn(3, 4, generator=g) - 1e4,),
              atol=1e-3, rtol=1e-3),
         Case("float64: a (3, 2) tensor, dim=-2", (torch.randn(3, 2, generator=g, dtype=torch.float64),), {"dim": -2}),
-        Case("a single entry: a (1, 1) tensor", (torch.tensor([[-2.5]]),)),
+        Case("one entry only: a (1, 1) tensor", (torch.tensor([[-2.5]]),)),
     ]
 
 
