@@ -701,6 +701,8 @@ def bert_layer_cases() -> list:
         Case("small hidden states (scale 1e-3, where eps matters), default eps: (2, 3, 8), 2 heads, d_ff = 12",
              (_randn(g, 2, 3, 8, scale=1e-3), torch.ones(2, 3, dtype=torch.long),
               bert_params(g, 8, 12, bias_scale=1e-3), 2), atol=2e-5),
+        Case("n_heads = 1: (2, 3, 6), one head as wide as the model, d_ff = 10",
+             (_randn(g, 2, 3, 6), torch.ones(2, 3, dtype=torch.long), bert_params(g, 6, 10), 1), atol=2e-5),
     ]
 
 
