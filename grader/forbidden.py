@@ -58,23 +58,23 @@ SOFTMAX = Forbidden(
     (("torch", "softmax"), ("torch", "Tensor.softmax"), ("torch.nn.functional", "softmax"),
      ("torch.special", "softmax"), ("torch", "log_softmax"), ("torch", "Tensor.log_softmax"),
      ("torch.nn.functional", "log_softmax"), ("torch.special", "log_softmax")),
-    "use `exp`, `max` and `sum`: the exercise is to make softmax stable for scores near +-1e4 yourself, "
-    "with what exponentials, maxima and sums along `dim` give you")
+    "use `exp`, `max` and `sum`, since making softmax stable for scores as large as 1e4 is the exercise")
 SDPA = Forbidden(
     "F.scaled_dot_product_attention",
     (("torch.nn.functional", "scaled_dot_product_attention"),),
-    "use matrix products and your own `softmax` from exercise 1: the point is to see every step of attention, "
-    "the scaling and the masking included, in your own code")
+    "use matrix products and your own `softmax` from exercise 1, since the scaling and the masking, in your own "
+    "code, are the exercise")
 MULTIHEAD = Forbidden(
     "nn.MultiheadAttention",
     (("torch.nn.functional", "multi_head_attention_forward"), ("torch", "_native_multi_head_attention")),
-    "build it from your own `split_heads` and `merge_heads`, matrix products and a softmax "
-    "(`F.scaled_dot_product_attention` is allowed here): the exercise is the heads, not the attention inside them")
+    "build multi-head attention from your own `split_heads` and `merge_heads`, matrix products and a softmax "
+    "(`F.scaled_dot_product_attention` is allowed), since running the heads side by side is the exercise; "
+    "in `bert_layer`, call your `multi_head_attention`")
 LAYER_NORM = Forbidden(
     "F.layer_norm",
     (("torch.nn.functional", "layer_norm"), ("torch", "layer_norm"), ("torch", "native_layer_norm")),
-    "use `mean`, `var` and `sqrt`: the exercise is the normalisation itself, which variance it takes and where "
-    "eps goes")
+    "use `mean`, `var` and `sqrt`, since which variance LayerNorm takes and where its eps goes are the exercise; "
+    "in `bert_layer`, call your `layer_norm`")
 QUANTIZE = Forbidden(
     "torch.quantize_per_tensor",
     (("torch", "quantize_per_tensor"), ("torch", "quantize_per_tensor_dynamic"), ("torch", "quantize_per_channel"),
@@ -93,8 +93,8 @@ HF_BERT_LAYER = Forbidden(
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")
           for cls in ("BertLayer", "BertAttention", "BertSelfAttention", "BertSelfOutput", "BertIntermediate",
                       "BertOutput", "BertEncoder")),
-    "use your own `multi_head_attention`, `layer_norm` and `feed_forward`: the exercise is how BERT wires them "
-    "together, residuals, LayerNorms and the padding mask")
+    "use your own `multi_head_attention`, `layer_norm` and `feed_forward`, since how BERT wires them together "
+    "(residuals, LayerNorms, the padding mask) is the exercise")
 
 
 # ---------------------------------------------------------------- who called
