@@ -58,19 +58,23 @@ SOFTMAX = Forbidden(
     (("torch", "softmax"), ("torch", "Tensor.softmax"), ("torch.nn.functional", "softmax"),
      ("torch.special", "softmax"), ("torch", "log_softmax"), ("torch", "Tensor.log_softmax"),
      ("torch.nn.functional", "log_softmax"), ("torch.special", "log_softmax")),
-    "use `exp`, `max` and `sum` (subtract the maximum along `dim`, exponentiate, divide by the sum)")
+    "use `exp`, `max` and `sum`, since making softmax stable for scores as large as 1e4 is the exercise")
 SDPA = Forbidden(
     "F.scaled_dot_product_attention",
     (("torch.nn.functional", "scaled_dot_product_attention"),),
-    "compute the scores `q @ k.transpose(-2, -1) / sqrt(d_k)`, mask them, and apply your own softmax")
+    "use matrix products and your own `softmax` from exercise 1, since the scaling and the masking, in your own "
+    "code, are the exercise")
 MULTIHEAD = Forbidden(
     "nn.MultiheadAttention",
     (("torch.nn.functional", "multi_head_attention_forward"), ("torch", "_native_multi_head_attention")),
-    "project with `x @ w.T + b`, split into heads, attend, merge, and project out, with your own functions")
+    "build multi-head attention from your own `split_heads` and `merge_heads`, matrix products and a softmax "
+    "(`F.scaled_dot_product_attention` is allowed), since running the heads side by side is the exercise; "
+    "in `bert_layer`, call your `multi_head_attention`")
 LAYER_NORM = Forbidden(
     "F.layer_norm",
     (("torch.nn.functional", "layer_norm"), ("torch", "layer_norm"), ("torch", "native_layer_norm")),
-    "use `mean`, `var(unbiased=False)` and `sqrt` over the last dimension")
+    "use `mean`, `var` and `sqrt`, since which variance LayerNorm takes and where its eps goes are the exercise; "
+    "in `bert_layer`, call your `layer_norm`")
 QUANTIZE = Forbidden(
     "torch.quantize_per_tensor",
     (("torch", "quantize_per_tensor"), ("torch", "quantize_per_tensor_dynamic"), ("torch", "quantize_per_channel"),
@@ -91,7 +95,8 @@ HF_BERT_LAYER = Forbidden(
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")
           for cls in ("BertLayer", "BertAttention", "BertSelfAttention", "BertSelfOutput", "BertIntermediate",
                       "BertOutput", "BertEncoder")),
-    "build the layer from your own `multi_head_attention`, `layer_norm` and `feed_forward`")
+    "use your own `multi_head_attention`, `layer_norm` and `feed_forward`, since how BERT wires them together "
+    "(residuals, LayerNorms, the padding mask) is the exercise")
 
 PREDICT = Forbidden(
     "llmcourse.finetune.predict",

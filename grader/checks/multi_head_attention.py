@@ -38,8 +38,8 @@ def _linear(x, w, b=None, x_at_w=False):
     return y if b is None else y + b
 
 
-LINEAR_LAYOUT_HINT = ("the weights are in nn.Linear layout, (out_features, in_features): "
-                      "project with x @ w.T + b (or F.linear(x, w, b)), not x @ w")
+LINEAR_LAYOUT_HINT = ("the weights are in nn.Linear layout, (out_features, in_features): a projection multiplies "
+                      "by the transpose of the stored weight, as nn.Linear and F.linear do, not by the weight itself")
 
 
 # ---------------------------------------------------------------- split_heads
@@ -84,23 +84,26 @@ def split_heads_cases() -> list:
         Case("one token: x (3, 1, 10), n_heads = 5 -> (3, 5, 1, 2)", (_randn(g, 3, 1, 10), 5)),
         Case("x (2, 3, 24), n_heads = 4 -> (2, 4, 3, 6)", (_randn(g, 2, 3, 24), 4)),
         RaisesCase("x (2, 5, 12), n_heads = 5: 12 is not divisible by 5, so ValueError", (_randn(g, 2, 5, 12), 5)),
+        Case("one feature per head: x (2, 3, 6), n_heads = 6 -> (2, 6, 3, 1)", (_randn(g, 2, 3, 6), 6)),
     ]
 
 
 def split_heads_mistakes() -> list:
     return [
         Mistake("reshaped (B, T, D) straight to (B, n_heads, T, head_size) without a transpose, so each 'head' "
-                "mixes several time steps: use x.view(B, T, n_heads, head_size).transpose(1, 2)",
+                "mixes several time steps: the head axis comes out of the feature axis D, then moves in front of "
+                "the time axis",
                 lambda x, n_heads: _split(x, n_heads, "no_transpose")),
         Mistake("heads split along the wrong axis: D read as (head_size, n_heads), so head h gets features "
-                "h, h + n_heads, ...; split D as (n_heads, head_size): view(B, T, n_heads, head_size)",
+                "h, h + n_heads, ...; head h owns the contiguous block h * head_size ... (h + 1) * head_size - 1",
                 lambda x, n_heads: _split(x, n_heads, "interleaved")),
-        Mistake("no transpose: returned (B, T, n_heads, head_size); swap the T and head axes with .transpose(1, 2)",
+        Mistake("no transpose: returned (B, T, n_heads, head_size); the head axis must come before the time axis",
                 lambda x, n_heads: x.reshape(*x.shape[:2], n_heads, -1)),
-        Mistake("n_heads and head_size swapped in the view: view(B, T, head_size, n_heads) gives "
-                "(B, head_size, T, n_heads) after the transpose",
+        Mistake("n_heads and head_size swapped when splitting D, which gives (B, head_size, T, n_heads): "
+                "the axis of size n_heads comes first within D",
                 lambda x, n_heads: x.reshape(*x.shape[:2], -1, n_heads).transpose(1, 2)),
-        Mistake("transposed the last two axes (transpose(2, 3)) instead of the T and head axes (transpose(1, 2))",
+        Mistake("transposed the last two axes instead of the time and head axes: the result is "
+                "(B, T, head_size, n_heads)",
                 lambda x, n_heads: x.reshape(*x.shape[:2], n_heads, -1).transpose(2, 3)),
     ]
 
@@ -129,7 +132,8 @@ def explain_split_heads_error(case: Case, outcome) -> str | None:
     if "view size is not compatible" in outcome.message:
         return "use .reshape(...) (or .contiguous().view(...)): .view needs a contiguous tensor"
     if "is invalid for input of size" in outcome.message:
-        return f"head_size is D // n_heads: x.view(B, T, n_heads, D // n_heads), here ({D} // {n_heads})"
+        return (f"the sizes of a view must multiply to the number of elements: head_size is D // n_heads, "
+                f"here {D} // {n_heads} = {D // n_heads}")
     return None
 
 
@@ -149,13 +153,14 @@ def merge_heads_cases() -> list:
         Case("batch of 1: x (1, 2, 7, 4) -> (1, 7, 8)", (_randn(g, 1, 2, 7, 4),)),
         Case("one token: x (3, 5, 1, 2) -> (3, 1, 10)", (_randn(g, 3, 5, 1, 2),)),
         Case("the output of split_heads, a non-contiguous (2, 3, 6, 5) view -> (2, 6, 15)", (split,)),
+        Case("one feature per head: x (2, 6, 3, 1) -> (2, 3, 6)", (_randn(g, 2, 6, 3, 1),)),
     ]
 
 
 def merge_heads_mistakes() -> list:
     return [
-        Mistake("merged without transposing back: reshape (B, n_heads, T, head_size) to (B, T, D) only after "
-                "x.transpose(1, 2), so that each time step gathers its own heads",
+        Mistake("merged without transposing back: the time axis must be back in front of the heads before the "
+                "last two axes are flattened, so that each time step gathers its own heads",
                 lambda x: _merge(x, "no_transpose")),
         Mistake("concatenated in the wrong order, (head_size, n_heads): the features of head h must stay "
                 "together at h * head_size ... (h + 1) * head_size - 1",
@@ -176,10 +181,11 @@ def judge_merge_heads(case: Case, out) -> str | None:
 
 def explain_merge_heads_error(case: Case, outcome) -> str | None:
     if "view size is not compatible" in outcome.message:
-        return ("after transpose(1, 2) the tensor is not contiguous, so .view fails: use .reshape(B, T, D) "
-                "or .contiguous().view(B, T, D)")
+        return ("after a transpose the tensor is not contiguous in memory, so .view fails: use `.reshape` "
+                "(or `.contiguous().view`)")
     if "is invalid for input of size" in outcome.message:
-        return "the merged width is n_heads * head_size: x.transpose(1, 2).reshape(B, T, n_heads * head_size)"
+        return ("the merged width is n_heads * head_size, and the time axis comes back in front of the heads "
+                "before the merge")
     return None
 
 
@@ -261,12 +267,12 @@ def mha_mistakes(query, key, value, params, n_heads, mask=None) -> list:
 
     mistakes = [
         Mistake("heads split along the wrong axis: reshaped (B, T, D) straight to (B, n_heads, T, head_size) "
-                "without a transpose; split with view(B, T, n_heads, head_size).transpose(1, 2)",
+                "without a transpose, so each 'head' mixes several time steps (your split_heads does it right)",
                 variant(split="no_transpose")),
         Mistake("heads split and merged with reshape only, no transpose(1, 2) either way: each 'head' then "
                 "mixes several time steps", variant(split="no_transpose", merge="no_transpose")),
-        Mistake("heads merged without transposing back: (B, n_heads, T, head_size) needs .transpose(1, 2) "
-                "before the reshape to (B, T, D)", variant(merge="no_transpose")),
+        Mistake("heads merged without transposing back: the time axis must be back in front of the heads "
+                "before the reshape to (B, T, D) (your merge_heads does it right)", variant(merge="no_transpose")),
         Mistake("heads split along the wrong axis: D read as (head_size, n_heads), so head h got features "
                 "h, h + n_heads, ...; nn.MultiheadAttention gives head h the block h * head_size ... "
                 "(h + 1) * head_size - 1", variant(split="interleaved")),
@@ -309,6 +315,8 @@ def multi_head_attention_cases() -> list:
     causal = torch.tril(torch.ones(6, 6, dtype=torch.bool))
     padding = torch.ones(2, 1, 1, 7, dtype=torch.bool)
     padding[1, ..., 4:] = False  # the second sequence's last 3 keys are padding
+    per_query = torch.tensor([[[[1, 0, 1, 0, 1], [1, 1, 0, 0, 0], [0, 1, 1, 1, 1]]],
+                              [[[0, 0, 0, 1, 0], [1, 1, 1, 1, 1], [1, 0, 0, 1, 1]]]], dtype=torch.bool)  # (2, 1, 3, 5)
     return [
         Case("self-attention: x (2, 5, 12), 3 heads of 4, no mask", (x1, x1, x1, mha_params(g, 12), 3)),
         Case("batch of 1: x (1, 6, 16), 2 heads of 8, causal mask (6, 6)", (x2, x2, x2, mha_params(g, 16), 2),
@@ -319,6 +327,9 @@ def multi_head_attention_cases() -> list:
         Case("cross-attention, no mask: query (2, 4, 10), key = value (2, 9, 10), 5 heads of 2",
              (_randn(g, 2, 4, 10), memory, memory, mha_params(g, 10), 5)),
         Case("one token: x (3, 1, 8), 4 heads of 2", (x4, x4, x4, mha_params(g, 8), 4)),
+        Case("cross-attention, a mask per query (2, 1, 3, 5): query (2, 3, 8), key and value (2, 5, 8), 2 heads of 4",
+             (_randn(g, 2, 3, 8), _randn(g, 2, 5, 8), _randn(g, 2, 5, 8), mha_params(g, 8), 2),
+             {"mask": per_query}),
     ]
 
 
@@ -339,8 +350,8 @@ def explain_mha_error(case: Case, outcome) -> str | None:
         return ("here the queries and the keys have different lengths (cross-attention): project `key` with w_k "
                 "and `value` with w_v; the scores are (B, n_heads, Tq, Tk)")
     if "must match the size" in outcome.message:
-        return ("the scores are (B, n_heads, Tq, Tk): q (B, n_heads, Tq, head_size) @ k.transpose(-2, -1); "
-                "the mask broadcasts against them")
+        return ("the scores are (B, n_heads, Tq, Tk), every query of a head against every key of the same head; "
+                "the mask must broadcast against them")
     return None
 
 
@@ -378,11 +389,11 @@ def layer_norm_mistakes(x, weight, bias, eps=1e-5) -> list:
 
     mistakes = [
         Mistake("unbiased variance (divides by D - 1, the default of x.var() and x.std()): LayerNorm uses the "
-                "biased variance, x.var(dim=-1, unbiased=False, keepdim=True)", variant(unbiased=True)),
+                "biased variance, divided by D (unbiased=False, or correction=0)", variant(unbiased=True)),
         Mistake("eps added outside the square root: divide by sqrt(var + eps), not sqrt(var) + eps "
                 "(it shows when the variance is small)", variant(eps_outside=True)),
-        Mistake("unbiased standard deviation with eps added outside the square root, (x - mean) / (x.std() + eps): "
-                "LayerNorm divides by sqrt(var + eps) with the biased variance (unbiased=False)",
+        Mistake("unbiased standard deviation with eps added outside the square root (as in the Annotated "
+                "Transformer): LayerNorm divides by sqrt(var + eps) with the biased variance",
                 variant(unbiased=True, eps_outside=True)),
         Mistake("forgot the weight (gamma): multiply the normalised x by `weight`", variant(use_weight=False)),
         Mistake("forgot the bias (beta): add `bias` after scaling", variant(use_bias=False)),
@@ -419,6 +430,7 @@ def layer_norm_cases() -> list:
         Case("one token: x (1, 1, 8)", (_randn(g, 1, 1, 8, scale=3) - 1, *affine(8))),
         Case("small values: x (3, 6) of scale 1e-3 (variance 1e-6, below eps = 1e-5)",
              (_randn(g, 3, 6, scale=1e-3), *affine(6))),
+        Case("a single vector: x (6,), no leading dimension", (_randn(g, 6, scale=2) + 1, *affine(6))),
     ]
 
 
@@ -433,7 +445,8 @@ def judge_layer_norm(case: Case, out) -> str | None:
 
 def explain_layer_norm_error(case: Case, outcome) -> str | None:
     if "must match the size" in outcome.message or "broadcast" in outcome.message:
-        return "keep the reduced dimension: x.mean(dim=-1, keepdim=True), so the statistics broadcast back over x"
+        return ("keep the reduced dimension (keepdim=True): each position's statistics then have shape (..., 1) "
+                "and broadcast back over its D features")
     if "tuple" in outcome.message:
         return "torch.var_mean and torch.std_mean return a pair (var, mean): unpack it"
     return None
@@ -478,8 +491,8 @@ def feed_forward_mistakes(x, w1, b1, w2, b2, activation="gelu") -> list:
     if activation == "gelu":
         mistakes = [
             Mistake("ReLU where GELU was asked (activation='gelu')", variant(act="relu")),
-            Mistake("tanh approximation of GELU (approximate='tanh'); the exact GELU is x * Phi(x) with erf: "
-                    "F.gelu(h) or 0.5 * h * (1 + torch.erf(h / math.sqrt(2)))", variant(act="gelu_tanh")),
+            Mistake("tanh approximation of GELU (approximate='tanh'); the exact GELU is x * Phi(x), written with "
+                    "erf (F.gelu's default)", variant(act="gelu_tanh")),
             Mistake("sigmoid approximation of GELU, x * sigmoid(1.702 x); the exact GELU uses erf",
                     variant(act="gelu_sigmoid")),
         ]
@@ -652,10 +665,10 @@ def bert_layer_mistakes(hidden_states, attention_mask, params, n_heads, eps=BERT
         Mistake("padding mask ignored: padded tokens must not be attended to", variant(mask_use="ignore")),
         Mistake("mask inverted: attention_mask is 1 for real tokens, which may be attended to",
                 variant(mask_use="invert")),
-        Mistake("added the 0/1 attention_mask to the scores, which hides nothing: turn it into a boolean "
-                "(B, 1, 1, T) mask (or add (1 - mask) * a large negative number)", variant(mask_use="added")),
-        Mistake("masked the padded queries as well as the padded keys: mask only the keys, "
-                "attention_mask[:, None, None, :] (B, 1, 1, T); a padded position still attends to the real tokens",
+        Mistake("added the 0/1 attention_mask to the scores, which hides nothing: a padded key must get a score "
+                "of -inf (a boolean (B, 1, 1, T) mask, True = may attend)", variant(mask_use="added")),
+        Mistake("masked the padded queries as well as the padded keys: mask only the keys, with a (B, 1, 1, T) "
+                "mask; a padded position still attends to the real tokens",
                 variant(mask_use="queries_too")),
         Mistake("no attention output projection (attention.output.dense)", variant(out_proj=False)),
         Mistake("no 1/sqrt(head_size) scaling of the scores", variant(scale="none")),
@@ -688,6 +701,8 @@ def bert_layer_cases() -> list:
         Case("small hidden states (scale 1e-3, where eps matters), default eps: (2, 3, 8), 2 heads, d_ff = 12",
              (_randn(g, 2, 3, 8, scale=1e-3), torch.ones(2, 3, dtype=torch.long),
               bert_params(g, 8, 12, bias_scale=1e-3), 2), atol=2e-5),
+        Case("n_heads = 1: (2, 3, 6), one head as wide as the model, d_ff = 10",
+             (_randn(g, 2, 3, 6), torch.ones(2, 3, dtype=torch.long), bert_params(g, 6, 10), 1), atol=2e-5),
     ]
 
 
@@ -703,7 +718,7 @@ def judge_bert_layer(case: Case, out) -> str | None:
     if (isinstance(out, TensorData) and out.shape == expected.shape and not real.all()
             and close(TensorData(out.array[real], out.dtype), TensorData(expected[real], ""), case.atol, case.rtol)):
         return (f"{problem}\nThe real tokens are right; only the padded positions differ. Hugging Face masks only "
-                f"the padded keys (attention_mask[:, None, None, :], shape (B, 1, 1, T)), so a padded position "
+                f"the padded keys (a mask of shape (B, 1, 1, T)), so a padded position "
                 f"still attends to the real tokens and has a defined output: compute it the same way.")
     return problem
 
@@ -715,10 +730,10 @@ def explain_bert_layer_error(case: Case, outcome) -> str | None:
     if "cannot be multiplied" in outcome.message:
         return LINEAR_LAYOUT_HINT
     if "must match the size" in outcome.message or "broadcast" in outcome.message:
-        return ("attention_mask is (B, T): make it (B, 1, 1, T) (attention_mask[:, None, None, :]) so that it "
-                "broadcasts over the heads and the queries of the (B, n_heads, T, T) scores")
+        return ("attention_mask is (B, T): give it singleton axes for the heads and the queries, (B, 1, 1, T), "
+                "so that it broadcasts over the (B, n_heads, T, T) scores")
     if "boolean" in outcome.message.lower() or "expected a bool" in outcome.message.lower():
-        return "attention_mask holds integers 1/0: turn it into booleans with attention_mask.bool()"
+        return "attention_mask holds integers 1/0: a boolean mask needs booleans (`.bool()`)"
     return None
 
 

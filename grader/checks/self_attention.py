@@ -38,6 +38,10 @@ def softmax_cases() -> list:
         Case("rows on different scales: one row near 1e4, one near 0",
              (torch.stack([1e4 + torch.randn(4, generator=g), torch.randn(4, generator=g)]),), atol=1e-3, rtol=1e-3),
         Case("masked entries: -inf in some positions", (masked,)),
+        Case("very negative inputs: every value near -1e4", (torch.randn(3, 4, generator=g) - 1e4,),
+             atol=1e-3, rtol=1e-3),
+        Case("float64: a (3, 2) tensor, dim=-2", (torch.randn(3, 2, generator=g, dtype=torch.float64),), {"dim": -2}),
+        Case("one entry only: a (1, 1) tensor", (torch.tensor([[-2.5]]),)),
     ]
 
 
@@ -87,9 +91,10 @@ def judge_softmax(case: Case, out) -> str | None:
 
 def explain_softmax_error(case: Case, outcome) -> str | None:
     if "return_types.max" in outcome.message:
-        return "x.max(dim=..., keepdim=True) returns (values, indices): take its .values"
+        return "`max` along a dimension returns a pair (values, indices): only the values are the maxima"
     if "must match the size" in outcome.message or "broadcast" in outcome.message:
-        return "summed without keepdim=True: use .sum(dim=dim, keepdim=True) so the sums broadcast back"
+        return ("summed without keepdim=True: the reduced dimension disappeared, so the sums no longer broadcast "
+                "back against x along `dim`")
     return None
 
 
@@ -130,7 +135,7 @@ def judge_causal_mask(case: Case, out) -> str | None:
         "inverted: True must mean *may attend*; your True marks the future positions to hide":
             ~expected,
         "all True: nothing is masked": np.ones((n, n), dtype=bool),
-        "one step into the future: diagonal=1 lets position i attend to i + 1; use the default diagonal=0":
+        "one step into the future: position i may also attend to i + 1; its last allowed key is j = i":
             np.tril(np.ones((n, n), dtype=bool), k=1),
     }
     for description, pattern in named.items():
@@ -200,8 +205,8 @@ def attention_mistakes(q, k, v, mask=None) -> list:
             Mistake("mask ignored", lambda q, k, v, mask=None: attention(q, k, v, None)),
             Mistake("masked scores set to 0 instead of -inf, so hidden keys still get weight",
                     lambda q, k, v, mask=None: attention(q, k, v, mask, fill=0.0)),
-            Mistake("added the boolean mask to the scores (True/False become 1/0 and hide nothing): "
-                    "use scores.masked_fill(~mask, float('-inf'))",
+            Mistake("added the boolean mask to the scores (True/False become 1/0 and hide nothing): a hidden "
+                    "key's score must become -inf before the softmax, so that its weight is exactly 0",
                     lambda q, k, v, mask=None: attention(q, k, v, None, added_mask=mask)),
         ]
     return mistakes
@@ -256,16 +261,20 @@ def judge_sdpa(case: Case, out) -> str | None:
 def explain_attention_error(case: Case, outcome) -> str | None:
     """Hints for the usual crashes: .T on batched tensors, contracting the wrong axes."""
     if re.search(r"\bw_\w+\.T\b", outcome.where):
-        return "the weights here are shaped (d_model, d_k): project with x @ w_q, no transpose"
+        return ("the weights here are shaped (d_model, d_k), so x (..., T, d_model) multiplies them as they are: "
+                "no transpose")
     if ".T" in outcome.where or ".t()" in outcome.where:
-        return ("`.T` / `.t()` transposes every dimension (or only works in 2-D); "
-                "for batched tensors use k.transpose(-2, -1)")
+        return ("`.T` / `.t()` reverses every dimension (or only works in 2-D), so the batch axes move too: "
+                "swap only the last two axes of the keys, transpose(-2, -1)")
     if "Dimension out of range" in outcome.message:
-        return "transpose(-2, -1) swaps the last two axes whatever the number of batch dimensions"
+        return ("counting axes from the front breaks when the number of batch dimensions changes: count from the "
+                "end, transpose(-2, -1) swaps the last two axes whatever comes before them")
     if "cannot be multiplied" in outcome.message or "must match the size" in outcome.message:
-        return "check which axes are contracted: the scores are q @ k.transpose(-2, -1), shape (..., Lq, Lk)"
+        return ("check which axes are contracted: the scores pair every query with every key over d_k, shape "
+                "(..., Lq, Lk), so only the last two axes of the keys are swapped, transpose(-2, -1)")
     if "masked_fill" in outcome.message or "expected a bool" in outcome.message.lower():
-        return "masked_fill needs a boolean mask; fill where the mask is False: scores.masked_fill(~mask, -inf)"
+        return ("masked_fill needs a boolean mask, and it fills where that mask is True: the keys to hide are "
+                "where `mask` is False")
     return None
 
 
@@ -300,15 +309,16 @@ def _project_then(variant):
 def self_attention_mistakes(x, w_q, w_k, w_v, mask=None) -> list:
     d_model, d_k = x.shape[-1], w_q.shape[-1]
     mistakes = [
-        Mistake("multiplied by the transposed weights (x @ w.T): the weights here are (d_model, d_k), use x @ w",
+        Mistake("multiplied by the transposed weights: the weights here are (d_model, d_k) and multiply x as "
+                "they are",
                 lambda x, w_q, w_k, w_v, mask=None: attention(x @ w_q.T, x @ w_k.T, x @ w_v.T, mask)),
-        Mistake("values not projected: used x instead of x @ w_v",
+        Mistake("values not projected: used x itself as the values instead of its projection by w_v",
                 lambda x, w_q, w_k, w_v, mask=None: attention(x @ w_q, x @ w_k, x, mask)),
         Mistake("used w_q for the keys as well",
                 lambda x, w_q, w_k, w_v, mask=None: attention(x @ w_q, x @ w_q, x @ w_v, mask)),
-        Mistake("queries and keys not projected: used x for both instead of x @ w_q and x @ w_k",
+        Mistake("queries and keys not projected: used x itself for both instead of its projections by w_q and w_k",
                 lambda x, w_q, w_k, w_v, mask=None: attention(x, x, x @ w_v, mask)),
-        Mistake("queries and keys swapped (x @ w_k used as the queries)",
+        Mistake("queries and keys swapped (the projection by w_k used as the queries)",
                 lambda x, w_q, w_k, w_v, mask=None: attention(x @ w_k, x @ w_q, x @ w_v, mask)),
     ]
     if d_model != d_k:

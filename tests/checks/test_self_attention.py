@@ -433,11 +433,11 @@ SDPA_MISTAKES = [
     pytest.param(sdpa_returns_scores, "returned the scores before the softmax", id="scores-as-weights"),
     pytest.param(sdpa_swapped_outputs, "returned (weights, output)", id="outputs-swapped"),
     pytest.param(sdpa_only_output, "returned only the output", id="only-output"),
-    pytest.param(sdpa_dot_T, "k.transpose(-2, -1)", id="dot-T-on-batched",
+    pytest.param(sdpa_dot_T, "swap only the last two axes of the keys", id="dot-T-on-batched",
                  marks=pytest.mark.filterwarnings("ignore:The use of `x.T`:UserWarning")),
-    pytest.param(sdpa_dot_t, "k.transpose(-2, -1)", id="dot-t-on-batched"),
-    pytest.param(sdpa_transpose_0_1, "q @ k.transpose(-2, -1)", id="transpose-0-1"),
-    pytest.param(sdpa_transpose_1_2, "q @ k.transpose(-2, -1)", id="transpose-1-2"),
+    pytest.param(sdpa_dot_t, "swap only the last two axes of the keys", id="dot-t-on-batched"),
+    pytest.param(sdpa_transpose_0_1, "transpose(-2, -1)", id="transpose-0-1"),
+    pytest.param(sdpa_transpose_1_2, "transpose(-2, -1)", id="transpose-1-2"),
     pytest.param(sdpa_q_k_swapped, "queries and keys swapped", id="q-k-swapped"),
 ]
 
@@ -617,7 +617,7 @@ def _named(fn, name):
 
 def test_transposed_weights_hint_is_about_the_weight_layout():
     result = check("self_attention", self_attention_transposed_weights)
-    assert "for batched tensors use k.transpose(-2, -1)" not in result.feedback, result.feedback
+    assert "swap only the last two axes of the keys" not in result.feedback, result.feedback
 
 
 # =============================================================== the API around a check
