@@ -85,8 +85,10 @@ def tensor_problem(out, expected: np.ndarray, case, what: str = "the output",
         return f"{what} contains inf ({int(np.isinf(got).sum())} of {got.size} values)"
     if close(out, TensorData(expected, out.dtype), case.atol, case.rtol):
         return None
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    diff = np.where(np.isnan(diff), np.inf, diff)
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    same = (got == expected) | (np.isnan(got) & np.isnan(expected))  # equal infinities differ by nan, not inf
+    diff = np.where(same, 0.0, np.where(np.isnan(diff), np.inf, diff))
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
     return (f"{what} has the right shape but wrong values: the largest difference is "
             f"{float(diff[worst]):.3g} at index {tuple(int(i) for i in worst)} "

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from grader.compare import tensor_problem
+from grader.core import Case
 from grader.values import Opaque, TensorData, dumps, loads, to_plain
 
 
@@ -29,3 +31,11 @@ def test_every_shape_comes_back_as_it_went(shape):
     load_balancing_loss in `llmcourse grade` and `llmcourse check` while nbgrader passed it."""
     back = loads(dumps(to_plain((torch.ones(shape), np.ones(shape)))))
     assert back[0].shape == shape and back[1].shape == shape
+
+
+def test_the_worst_difference_skips_equal_infinities():
+    """-inf where -inf is expected is right (filters set the removed logits to -inf): the position named is
+    the first real difference."""
+    expected = np.array([[-np.inf, 1.0, 2.0]], dtype=np.float32)
+    got = TensorData(np.array([[-np.inf, -np.inf, 2.0]], dtype=np.float32), torch.float32)
+    assert tensor_problem(got, expected, Case("x", ())).endswith("at index (0, 1) (yours -inf, expected 1)")
