@@ -1,8 +1,8 @@
-"""Chapter 01, the transformer era: transformer_param_count, training_flops, training_days, semantic_search.
+"""Chapter 01, the transformer era: transformer_param_count, plan_training, semantic_search.
 
-The references are the published figures (GPT-2's four sizes, GPT-3's shape, GPT-3's 3.14e23 FLOPs)
-and formulas written out term by term; each ``Mistake`` is a wrong answer learners often write, so
-that a wrong output can be named, not just flagged.
+The references are the published figures (GPT-2's four sizes, GPT-3's shape, GPT-3's budget as Patterson
+et al. 2021 give it) and counts written out term by term; each ``Mistake`` is a wrong answer learners often
+write, so that a wrong output can be named, not just flagged.
 
 Published figures, checked against real models in tests/checks/test_transformer_era.py: ``sum(p.numel())`` of
 ``GPT2LMHeadModel(GPT2Config(...))`` (the tied output layer counted once) gives 124,439,808 (small,
@@ -52,29 +52,33 @@ def gpt_param_count(n_layers, d_model, vocab_size, n_positions, d_ff=None, *, to
 PARAM_COUNT_MISTAKES = [
     ("counted an untied output layer: GPT-2's output layer is the token-embedding matrix itself (tied), "
      "so its vocab_size * d_model weights count once", {"untied_output": True}),
-    ("counted an untied output layer with a bias (vocab_size * d_model + vocab_size): GPT-2's output layer "
-     "is tied to the token embedding and has no bias", {"untied_output": True, "output_bias": True}),
-    ("forgot the position embeddings (n_positions * d_model: GPT-2 learns one vector per position)",
+    ("counted an untied output layer with a bias: GPT-2's output layer is tied to the token embedding and "
+     "has no bias", {"untied_output": True, "output_bias": True}),
+    ("forgot the position embeddings: GPT-2 learns one vector of width d_model per position",
      {"position_embeddings": False}),
-    ("forgot the token embeddings (vocab_size * d_model)", {"token_embeddings": False}),
+    ("forgot the token embeddings: one learned vector of width d_model per vocabulary entry",
+     {"token_embeddings": False}),
     ("counted only the blocks: the token and position embeddings are missing",
      {"token_embeddings": False, "position_embeddings": False}),
-    ("forgot the biases of the linear layers (per block: 4 * d_model in attention, d_ff + d_model in the FFN)",
+    ("forgot the biases of the linear layers: each of the four attention projections and the two feed-forward "
+     "layers of every block has one",
      {"attention_biases": False, "ffn_biases": False}),
-    ("forgot the attention biases (Q, K, V and output projections each have d_model biases)",
+    ("forgot the attention biases: the query, key, value and output projections each have a bias",
      {"attention_biases": False}),
-    ("forgot the feed-forward biases (d_ff + d_model per block)", {"ffn_biases": False}),
-    ("forgot the final LayerNorm (2 * d_model, after the last block)", {"final_layer_norm": False}),
+    ("forgot the feed-forward biases: both linear layers of the feed-forward network have one",
+     {"ffn_biases": False}),
+    ("forgot the final LayerNorm, after the last block (a weight and a bias, like every LayerNorm)",
+     {"final_layer_norm": False}),
     ("counted one LayerNorm per block instead of two (one before attention, one before the FFN)",
      {"layer_norms_per_block": 1}),
     ("counted one LayerNorm per block and no final LayerNorm: there are two per block and a final one",
      {"layer_norms_per_block": 1, "final_layer_norm": False}),
-    ("counted LayerNorms with a weight only: each has a weight and a bias (2 * d_model)",
+    ("counted LayerNorms with a weight only: each has a weight and a bias",
      {"layer_norm_bias": False}),
     ("forgot the LayerNorms (two per block, weight and bias each, and a final one)",
      {"layer_norms_per_block": 0, "final_layer_norm": False}),
-    ("counted attention as 3 projections (Q, K, V): there is also the output projection, "
-     "d_model * d_model + d_model per block", {"attention_projections": 3}),
+    ("counted attention as 3 projections (Q, K, V): there is also the output projection, a fourth linear "
+     "layer with a bias in every block", {"attention_projections": 3}),
     ("d_ff defaults to d_model: when d_ff is None the FFN width is 4 * d_model", {"default_ff_ratio": 1}),
     ("d_ff defaults to 2 * d_model: when d_ff is None the FFN width is 4 * d_model", {"default_ff_ratio": 2}),
     ("ignored the d_ff argument (always used 4 * d_model): use d_ff when it is given", {"ignore_d_ff": True}),
@@ -133,7 +137,7 @@ def param_count_cases() -> list:
 def judge_param_count(case: Case, out) -> str | None:
     expected = gpt_param_count(*case.args, **case.kwargs)
     if isinstance(out, float) and out == expected:
-        return f"returned the float {out:,.1f}: a parameter count is an int (use // instead of /, or int(...))"
+        return f"returned the float {out:,.1f}: a parameter count is an int (keep to integer arithmetic)"
     problem = scalar_problem(out, expected, "the count", "int")
     if problem:
         return problem
