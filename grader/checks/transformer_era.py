@@ -191,6 +191,8 @@ def reference_plan(models, n_devices, peak_flops_per_device, utilization, days, 
         names.sort(key=lambda name: -models[name])  # stable: equal sizes keep the order of models
     elif order == "smallest":
         names.sort(key=lambda name: models[name])
+    elif order == "by_name":
+        names.sort(reverse=True)
     elif order == "reversed_ties":
         names.sort(key=lambda name: models[name])
         names.reverse()
@@ -230,6 +232,8 @@ PLAN_MISTAKES = [  # (description, switches)
      {"threshold": "none"}),
     ("listed the smallest model first: the plan lists the largest model first", {"order": "smallest"}),
     ("kept the order of `models`: the plan lists the largest model first", {"order": "given"}),
+    ("sorted the models by name (sorting the dict's items compares the names first): sort by the number of "
+     "parameters, the largest first", {"order": "by_name"}),
     ("put models of equal size in reverse order: equal sizes keep the order of `models` (reversing a "
      "smallest-first sort reverses them; a stable sort from the largest keeps them)", {"order": "reversed_ties"}),
     ("returned tokens per parameter: return the number of training tokens of each model", {"values": "per_param"}),
@@ -347,9 +351,11 @@ def judge_plan(case: PlanCase, out) -> str | None:
 
 def explain_plan_error(case: PlanCase, outcome) -> str | None:
     if outcome.error_type == "AssertionError":
-        return "use `raise ValueError(...)` for a utilization outside (0, 1], not assert (assertions can be switched off)"
+        return ("use `raise ValueError(...)` for a utilization outside (0, 1], not assert (assertions can be "
+                "switched off)")
     if outcome.error_type == "ZeroDivisionError":
-        return "a division by zero: 0 days is a valid budget (it trains nothing); divide by the cost per token, not by the time"
+        return ("a division by zero: 0 days is a valid budget (it trains nothing); divide by the cost per token, "
+                "not by the time")
     if outcome.error_type in ("TypeError", "AttributeError") and "dict" in outcome.message:
         return "`models` is a dict {name: number of parameters}: go through its items"
     return None

@@ -348,6 +348,14 @@ def plan_reversed_ties(models, n_devices, peak_flops_per_device, utilization, da
                  order="smallest-reversed")
 
 
+def plan_sorted_items(models, n_devices, peak_flops_per_device, utilization, days, tokens_per_param=20.0):
+    if not 0 < utilization <= 1:
+        raise ValueError("utilization")
+    budget = n_devices * peak_flops_per_device * utilization * days * 86400
+    ranked = sorted(models.items(), reverse=True)  # compares the names first
+    return {name: budget / (6 * n) for name, n in ranked if budget / (6 * n) >= tokens_per_param * n}
+
+
 def plan_tokens_per_param(models, n_devices, peak_flops_per_device, utilization, days, tokens_per_param=20.0):
     plan = _plan(models, n_devices, peak_flops_per_device, utilization, days, tokens_per_param)
     return {m: tokens / models[m] for m, tokens in plan.items()}
@@ -385,6 +393,7 @@ PLAN_MISTAKES = [
     pytest.param(plan_given_order, "kept the order of `models`", id="given-order"),
     pytest.param(plan_reversed_ties, "put models of equal size in reverse order", id="reversed-ties"),
     pytest.param(plan_tokens_per_param, "returned tokens per parameter", id="tokens-per-param"),
+    pytest.param(plan_sorted_items, "sorted the models by name", id="sorted-by-name"),
     pytest.param(plan_no_devices, "forgot n_devices", id="no-devices"),
     pytest.param(plan_list_of_names, "expected a dict {model name: tokens}", id="list-of-names"),
     pytest.param(plan_tensor_tokens, "return Python numbers (use .item())", id="tensor-tokens"),
@@ -603,7 +612,8 @@ def test_search_ties_are_exact_in_float32():
     assert len(ties) == 2
     for case in ties:
         query, docs, _ = case.args
-        for fn in (lambda q, d: F.cosine_similarity(d, q[None], dim=-1), lambda q, d: d @ q / (d.norm(dim=1) * q.norm()),
+        for fn in (lambda q, d: F.cosine_similarity(d, q[None], dim=-1),
+                   lambda q, d: d @ q / (d.norm(dim=1) * q.norm()),
                    lambda q, d: F.normalize(d, dim=-1) @ F.normalize(q, dim=-1)):
             sims = fn(query, docs).tolist()
             assert len(set(sims)) < len(sims), case.label
