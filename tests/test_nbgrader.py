@@ -41,9 +41,10 @@ class Round:
 
 
 ROUNDS = {
-    # transformer_param_count 3+1, training_flops 1+1, training_days 1+1, semantic_search 2+1; 2ND loses training_flops' 2
-    "01-transformer-era": Round("training_flops", "6.0 * n_params * n_tokens", "2.0 * n_params * n_tokens", 11, 9,
-                                "2 N D counts the forward pass only"),
+    # transformer_param_count 3+1, plan_training 3+1, semantic_search 2+1; 2 FLOPs per parameter and token (the
+    # forward pass alone) loses plan_training's 4 (the payoff cells that plan GPT-3's run with it are not graded)
+    "01-transformer-era": Round("plan_training", "budget / (6 * n_params)", "budget / (2 * n_params)", 11, 7,
+                                "counted 2 FLOPs per parameter and token"),
     # softmax 2+1, causal_mask 1+1, scaled_dot_product_attention 3+2, self_attention 2+1; unscaled attention
     # loses its own 5 points and self_attention's 3 (it calls the attention)
     "02-self-attention": Round("scaled_dot_product_attention", " / math.sqrt(d_k)", "", 13, 5,

@@ -113,7 +113,7 @@ def test_progress_lists_every_exercise_with_its_state(clone):
     out = llmcourse(learner, "progress").stdout
     assert re.search(r"^02\s+softmax\s+failed: normalised over the whole tensor", out, re.M)
     assert re.search(r"^02\s+causal_mask\s+not started", out, re.M)
-    assert re.search(r"^01\s+training_flops\s+not started", out, re.M)
+    assert re.search(r"^01\s+plan_training\s+not started", out, re.M)
     assert re.search(r"02-self-attention\s+0/4 exercises, 0/8 points", out)
     assert "(no copy yet: llmcourse start 01)" in out
 

@@ -1,8 +1,8 @@
-"""Chapter 01, the transformer era: transformer_param_count, training_flops, training_days, semantic_search.
+"""Chapter 01, the transformer era: transformer_param_count, plan_training, semantic_search.
 
-The references are the published figures (GPT-2's four sizes, GPT-3's shape, GPT-3's 3.14e23 FLOPs)
-and formulas written out term by term; each ``Mistake`` is a wrong answer learners often write, so
-that a wrong output can be named, not just flagged.
+The references are the published figures (GPT-2's four sizes, GPT-3's shape, GPT-3's budget as Patterson
+et al. 2021 give it) and counts written out term by term; each ``Mistake`` is a wrong answer learners often
+write, so that a wrong output can be named, not just flagged.
 
 Published figures, checked against real models in tests/checks/test_transformer_era.py: ``sum(p.numel())`` of
 ``GPT2LMHeadModel(GPT2Config(...))`` (the tied output layer counted once) gives 124,439,808 (small,
@@ -12,19 +12,19 @@ Published figures, checked against real models in tests/checks/test_transformer_
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from grader.compare import Mistake, Problem, name_mistake, with_mistake
 from grader.core import Case, Exercise, register
-from grader.numbers import is_number, number_problem, scalar_problem
+from grader.numbers import is_number, ratio_hint, scalar_problem
 from grader.values import Opaque, TensorData, describe
 
 SECONDS_PER_DAY = 86_400
 GPT2_VOCAB, GPT2_CONTEXT = 50_257, 1_024
 GPT3_PARAMS_EXACT = 174_604_259_328  # transformer_param_count(96, 12288, 50257, 2048)
-GPT3_FLOPS_PAPER = 3.14e23  # Brown et al. 2020, Table D.1
 A100_PEAK = 312e12  # FLOP/s, fp16/bf16 tensor cores, dense
 V100_PEAK = 125e12
 
@@ -52,29 +52,33 @@ def gpt_param_count(n_layers, d_model, vocab_size, n_positions, d_ff=None, *, to
 PARAM_COUNT_MISTAKES = [
     ("counted an untied output layer: GPT-2's output layer is the token-embedding matrix itself (tied), "
      "so its vocab_size * d_model weights count once", {"untied_output": True}),
-    ("counted an untied output layer with a bias (vocab_size * d_model + vocab_size): GPT-2's output layer "
-     "is tied to the token embedding and has no bias", {"untied_output": True, "output_bias": True}),
-    ("forgot the position embeddings (n_positions * d_model: GPT-2 learns one vector per position)",
+    ("counted an untied output layer with a bias: GPT-2's output layer is tied to the token embedding and "
+     "has no bias", {"untied_output": True, "output_bias": True}),
+    ("forgot the position embeddings: GPT-2 learns one vector of width d_model per position",
      {"position_embeddings": False}),
-    ("forgot the token embeddings (vocab_size * d_model)", {"token_embeddings": False}),
+    ("forgot the token embeddings: one learned vector of width d_model per vocabulary entry",
+     {"token_embeddings": False}),
     ("counted only the blocks: the token and position embeddings are missing",
      {"token_embeddings": False, "position_embeddings": False}),
-    ("forgot the biases of the linear layers (per block: 4 * d_model in attention, d_ff + d_model in the FFN)",
+    ("forgot the biases of the linear layers: each of the four attention projections and the two feed-forward "
+     "layers of every block has one",
      {"attention_biases": False, "ffn_biases": False}),
-    ("forgot the attention biases (Q, K, V and output projections each have d_model biases)",
+    ("forgot the attention biases: the query, key, value and output projections each have a bias",
      {"attention_biases": False}),
-    ("forgot the feed-forward biases (d_ff + d_model per block)", {"ffn_biases": False}),
-    ("forgot the final LayerNorm (2 * d_model, after the last block)", {"final_layer_norm": False}),
+    ("forgot the feed-forward biases: both linear layers of the feed-forward network have one",
+     {"ffn_biases": False}),
+    ("forgot the final LayerNorm, after the last block (a weight and a bias, like every LayerNorm)",
+     {"final_layer_norm": False}),
     ("counted one LayerNorm per block instead of two (one before attention, one before the FFN)",
      {"layer_norms_per_block": 1}),
     ("counted one LayerNorm per block and no final LayerNorm: there are two per block and a final one",
      {"layer_norms_per_block": 1, "final_layer_norm": False}),
-    ("counted LayerNorms with a weight only: each has a weight and a bias (2 * d_model)",
+    ("counted LayerNorms with a weight only: each has a weight and a bias",
      {"layer_norm_bias": False}),
     ("forgot the LayerNorms (two per block, weight and bias each, and a final one)",
      {"layer_norms_per_block": 0, "final_layer_norm": False}),
-    ("counted attention as 3 projections (Q, K, V): there is also the output projection, "
-     "d_model * d_model + d_model per block", {"attention_projections": 3}),
+    ("counted attention as 3 projections (Q, K, V): there is also the output projection, a fourth linear "
+     "layer with a bias in every block", {"attention_projections": 3}),
     ("d_ff defaults to d_model: when d_ff is None the FFN width is 4 * d_model", {"default_ff_ratio": 1}),
     ("d_ff defaults to 2 * d_model: when d_ff is None the FFN width is 4 * d_model", {"default_ff_ratio": 2}),
     ("ignored the d_ff argument (always used 4 * d_model): use d_ff when it is given", {"ignore_d_ff": True}),
@@ -133,7 +137,7 @@ def param_count_cases() -> list:
 def judge_param_count(case: Case, out) -> str | None:
     expected = gpt_param_count(*case.args, **case.kwargs)
     if isinstance(out, float) and out == expected:
-        return f"returned the float {out:,.1f}: a parameter count is an int (use // instead of /, or int(...))"
+        return f"returned the float {out:,.1f}: a parameter count is an int (keep to integer arithmetic)"
     problem = scalar_problem(out, expected, "the count", "int")
     if problem:
         return problem
@@ -161,98 +165,206 @@ register(Exercise(
 ))
 
 
-# ---------------------------------------------------------------- training_flops
+# ---------------------------------------------------------------- plan_training
 
-def flops_mistakes() -> list:
+RAISED = "raised ValueError"
+FLOPS_PER_PARAM_TOKEN = 6  # forward 2 (a multiply and an add), backward about twice the forward
+
+
+def reference_plan(models, n_devices, peak_flops_per_device, utilization, days, tokens_per_param=20.0, *,
+                   flops_per_param_token=FLOPS_PER_PARAM_TOKEN, use_utilization="fraction", use_devices=True,
+                   seconds_per_day=SECONDS_PER_DAY, threshold="per_param", order="largest", values="tokens"):
+    """The plan ``plan_training`` returns, with switches that reproduce the common mistakes."""
+    if not 0 < utilization <= 1:
+        raise ValueError(f"utilization must be a fraction in (0, 1]; got {utilization}")
+    sustained = {"fraction": utilization, "ignored": 1.0, "divided": 1 / utilization,
+                 "percent": utilization / 100}[use_utilization]
+    seconds = days * seconds_per_day
+    budget = (n_devices if use_devices else 1) * peak_flops_per_device * sustained * seconds  # FLOPs
+    tokens = {name: budget / (flops_per_param_token * n) for name, n in models.items()}
+    kept = {"per_param": lambda name: tokens[name] >= tokens_per_param * models[name],
+            "ratio_only": lambda name: tokens[name] >= tokens_per_param,
+            "at_most": lambda name: tokens[name] <= tokens_per_param * models[name],
+            "none": lambda name: True}[threshold]
+    names = [name for name in models if kept(name)]
+    if order == "largest":
+        names.sort(key=lambda name: -models[name])  # stable: equal sizes keep the order of models
+    elif order == "smallest":
+        names.sort(key=lambda name: models[name])
+    elif order == "by_name":
+        names.sort(reverse=True)
+    elif order == "reversed_ties":
+        names.sort(key=lambda name: models[name])
+        names.reverse()
+    return {name: tokens[name] / (models[name] if values == "per_param" else 1) for name in names}
+
+
+PLAN_MISTAKES = [  # (description, switches)
+    ("counted 2 FLOPs per parameter and token: that is the forward pass alone; training also runs the "
+     "backward pass, which costs about twice the forward (the lesson's count is 6 in all)",
+     {"flops_per_param_token": 2}),
+    ("counted 4 FLOPs per parameter and token: that is the backward pass alone; the forward pass adds 2 more",
+     {"flops_per_param_token": 4}),
+    ("counted 1 FLOP per parameter and token: a multiply and an add are 2 FLOPs in the forward pass, and the "
+     "backward pass costs about twice the forward", {"flops_per_param_token": 1}),
+    ("counted 8 FLOPs per parameter and token (the forward pass recomputed, as Narayanan et al. count): "
+     "this exercise uses the lesson's count, forward plus backward", {"flops_per_param_token": 8}),
+    ("forgot the utilization: the devices sustain only that fraction of their peak, so the budget buys "
+     "fewer tokens than the peak would", {"use_utilization": "ignored"}),
+    ("divided by the utilization: a lower utilization must buy fewer tokens, not more",
+     {"use_utilization": "divided"}),
+    ("treated the utilization as a percentage (divided it by 100): it is already a fraction of the peak",
+     {"use_utilization": "percent"}),
+    ("forgot n_devices: the budget is the whole cluster's, every device working for the same days",
+     {"use_devices": False}),
+    ("treated the days as seconds: a FLOP/s rate needs the time in seconds, 86,400 per day",
+     {"seconds_per_day": 1}),
+    ("converted the days to hours only: a FLOP/s rate needs the time in seconds, 86,400 per day",
+     {"seconds_per_day": 24}),
+    ("converted the days to minutes only: a FLOP/s rate needs the time in seconds, 86,400 per day",
+     {"seconds_per_day": 24 * 60}),
+    ("used 3,600 seconds per day (that is an hour): a day has 86,400 seconds", {"seconds_per_day": 3_600}),
+    ("compared the tokens with tokens_per_param itself: the threshold is per parameter, so a larger model "
+     "needs more tokens", {"threshold": "ratio_only"}),
+    ("kept the models that see at most tokens_per_param tokens per parameter: the ones worth training see at "
+     "least that many", {"threshold": "at_most"}),
+    ("returned every model: keep only those that see at least tokens_per_param tokens per parameter",
+     {"threshold": "none"}),
+    ("listed the smallest model first: the plan lists the largest model first", {"order": "smallest"}),
+    ("kept the order of `models`: the plan lists the largest model first", {"order": "given"}),
+    ("sorted the models by name (sorting the dict's items compares the names first): sort by the number of "
+     "parameters, the largest first", {"order": "by_name"}),
+    ("put models of equal size in reverse order: equal sizes keep the order of `models` (reversing a "
+     "smallest-first sort reverses them; a stable sort from the largest keeps them)", {"order": "reversed_ties"}),
+    ("returned tokens per parameter: return the number of training tokens of each model", {"values": "per_param"}),
+]
+
+
+def plan_mistakes() -> list:
+    return [Mistake(description, lambda *a, s=switches, **k: reference_plan(*a, **k, **s))
+            for description, switches in PLAN_MISTAKES]
+
+
+@dataclass
+class PlanCase(Case):
+    """A plan_training case: a ValueError comes back as a plain value, for the judge to say whether it was due."""
+
+    def invoke(self, fn, args, kwargs):
+        try:
+            return super().invoke(fn, args, kwargs)
+        except ValueError as err:
+            return (RAISED, str(err)[:200])
+
+    @property
+    def budget(self) -> dict:
+        names = ["models", "n_devices", "peak_flops_per_device", "utilization", "days", "tokens_per_param"]
+        return dict(zip(names, self.args), **self.kwargs)
+
+
+GPT2_SIZES = {"gpt2-small": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
+              "gpt2-xl": 1_557_611_200}  # transformer_param_count of the four shapes
+
+
+def plan_cases() -> list:
+    gpt2_mixed = {name: GPT2_SIZES[name] for name in ["gpt2-medium", "gpt2-xl", "gpt2-small", "gpt2-large"]}
+    toy = {"a": 1_000_000, "b": 20_000_000, "c": 1_000_000, "d": 50_000_000}
+    giants = {"Megatron-Turing NLG": 530e9, "GPT-3": GPT3_PARAMS_EXACT, "Chinchilla": 70e9}
     return [
-        Mistake("2 N D counts the forward pass only: training adds the backward pass (about twice the "
-                "forward), 6 N D in all", lambda n, d: 2 * n * d),
-        Mistake("4 N D counts the backward pass only: training is forward (2 N D) + backward (4 N D) = 6 N D",
-                lambda n, d: 4 * n * d),
-        Mistake("6 N is the cost of one token: multiply by the number of tokens D", lambda n, d: 6 * n),
-        Mistake("6 D forgets the number of parameters N", lambda n, d: 6 * d),
-        Mistake("N D forgets the factor 6 (2 FLOPs per parameter and token forward, 4 backward)",
-                lambda n, d: n * d),
-        Mistake("added instead of multiplied: 6 (N + D); the cost is 6 * N * D", lambda n, d: 6 * (n + d)),
-        Mistake("returned petaflop/s-days (FLOPs / 8.64e19): return plain FLOPs",
-                lambda n, d: 6 * n * d / (1e15 * SECONDS_PER_DAY)),
-        Mistake("returned PFLOPs (divided by 1e15): return plain FLOPs", lambda n, d: 6 * n * d / 1e15),
-        Mistake("returned 6 N D in units of 1e9 (GFLOPs): return plain FLOPs", lambda n, d: 6 * n * d / 1e9),
+        PlanCase("GPT-2's four sizes (listed in no particular order) on one A100 (312 TFLOP/s) at 40 % for 7 days, "
+                 "20 tokens per parameter", (gpt2_mixed, 1, A100_PEAK, 0.4, 7)),
+        PlanCase("GPT-2's four sizes on 1,024 A100s at 45 % for 30 days: all of them, largest first",
+                 (gpt2_mixed, 1_024, A100_PEAK, 0.45, 30)),
+        PlanCase("GPT-3's budget: 10,000 V100s (125 TFLOP/s) at 21.3 % for 14.8 days, GPT-3's own 1.7 tokens "
+                 "per parameter", (giants, 10_000, V100_PEAK, 0.213, 14.8), {"tokens_per_param": 1.7}),
+        PlanCase("by hand: 2 devices of 1e12 FLOP/s at 50 % for 1 day; a and c have the same size (keep their order)",
+                 (toy, 2, 1e12, 0.5, 1)),
+        PlanCase("0 days: nothing can be trained, an empty dict", (toy, 8, 1e12, 0.5, 0)),
+        PlanCase("utilization = 40 (meant as 40 %): not a fraction in (0, 1], so ValueError",
+                 (GPT2_SIZES, 8, A100_PEAK, 40, 10)),
     ]
 
 
-def flops_cases() -> list:
-    return [
-        Case(f"GPT-3: 175e9 parameters, 300e9 tokens (the paper, Table D.1: {GPT3_FLOPS_PAPER:.3g} FLOPs)",
-             (175e9, 300e9)),
-        Case("a toy run: 1,000 parameters, 50 tokens", (1_000, 50)),
-        Case("GPT-2 small: 124,439,808 parameters, 10e9 tokens (ints)", (124_439_808, 10_000_000_000)),
-        Case("BERT-base: 110e6 parameters, 1,000,000 steps x 256 x 512 tokens", (110e6, 1_000_000 * 256 * 512)),
-        Case("Chinchilla: 70e9 parameters, 1.4e12 tokens", (70e9, 1.4e12)),
-    ]
+def _same_plan(a, b) -> bool:
+    """Same models in the same order, tokens within a relative 1e-9 (or the same ValueError verdict)."""
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return isinstance(a, tuple) and isinstance(b, tuple) and a[:1] == b[:1]
+    return (isinstance(a, dict) and list(a) == list(b)
+            and all(is_number(a[k]) and math.isclose(a[k], b[k], rel_tol=1e-9) for k in b))
 
 
-def judge_flops(case: Case, out) -> str | None:
-    n, d = case.args
-    return number_problem(case, out, 6 * n * d, "the FLOPs", flops_mistakes(), "FLOPs")
+def _name_plan_mistake(out, case: Case) -> str | None:
+    """The known mistake that gives ``out``; several when this case alone cannot tell them apart (an empty
+    plan, for instance, is what every slip that buys far too few tokens returns)."""
+    matches = [m.description for m in plan_mistakes() if _same_plan(out, case.call(m.make))]
+    if len(matches) <= 1:
+        return matches[0] if matches else None
+    return "one of these mistakes (this case alone cannot tell them apart):\n" + "\n".join(
+        f"  - {description}" for description in matches)
+
+
+def _plan_shape_problem(out) -> str | None:
+    """Why ``out`` is not a dict {model name: tokens as a Python number}, or None."""
+    if not isinstance(out, dict):
+        return f"expected a dict {{model name: tokens}}; got {describe(out)}"
+    for name, tokens in out.items():
+        if isinstance(tokens, TensorData):
+            return f"the tokens of {name!r} are a tensor ({tokens.dtype}): return Python numbers (use .item())"
+        if not is_number(tokens):
+            return f"the tokens of {name!r} should be a Python number; got {describe(tokens)}"
+    return None
+
+
+def judge_plan(case: PlanCase, out) -> str | None:
+    budget = case.budget
+    expected = case.call(reference_plan)
+    if isinstance(expected, tuple):  # the utilization is out of range
+        if isinstance(out, tuple) and out[:1] == (RAISED,):
+            return None
+        return Problem(f"utilization = {budget['utilization']} is not a fraction in (0, 1], so plan_training must "
+                       f"raise ValueError; it returned {describe(out)}.",
+                       "accepted a utilization outside (0, 1]: a value such as 40 is a percentage, not a fraction "
+                       "of the peak; raise ValueError so that the caller notices")
+    if isinstance(out, tuple) and out[:1] == (RAISED,):
+        return f"raised ValueError ({out[1]}) for a valid utilization = {budget['utilization']}"
+    problem = _plan_shape_problem(out)
+    if problem:
+        return problem
+    if _same_plan(out, expected):
+        return None
+    ratio = budget.get("tokens_per_param", 20.0)
+    common = [name for name in expected if name in out]
+    off = next((name for name in common if not math.isclose(out[name], expected[name], rel_tol=1e-9)), None)
+    if set(out) != set(expected):
+        problem = (f"returned the models {list(out)}; expected {list(expected)} (those that see at least {ratio:g} "
+                   f"tokens per parameter, largest first)")
+        if off is not None:
+            problem += (f"; the tokens of {off!r} are {out[off]:.6g}, expected {expected[off]:.6g}"
+                        f"{ratio_hint(out[off], expected[off])}")
+    elif off is not None:
+        problem = (f"the tokens of {off!r} are {out[off]:.6g}; expected {expected[off]:.6g}"
+                   f"{ratio_hint(out[off], expected[off])}")
+    else:
+        problem = (f"the right models and tokens, in the order {list(out)}; expected {list(expected)} (the largest "
+                   f"model first, equal sizes in the order of `models`)")
+    return Problem(problem, _name_plan_mistake(out, case))
+
+
+def explain_plan_error(case: PlanCase, outcome) -> str | None:
+    if outcome.error_type == "AssertionError":
+        return ("use `raise ValueError(...)` for a utilization outside (0, 1], not assert (assertions can be "
+                "switched off)")
+    if outcome.error_type == "ZeroDivisionError":
+        return ("a division by zero: 0 days is a valid budget (it trains nothing); divide by the cost per token, "
+                "not by the time")
+    if outcome.error_type in ("TypeError", "AttributeError") and "dict" in outcome.message:
+        return "`models` is a dict {name: number of parameters}: go through its items"
+    return None
 
 
 register(Exercise(
-    name="training_flops", chapter="01", signature="(n_params, n_tokens)", points=1,
-    make_cases=flops_cases, judge=judge_flops,
-))
-
-
-# ---------------------------------------------------------------- training_days
-
-def days_mistakes() -> list:
-    def days(flops, n, peak, u, seconds=SECONDS_PER_DAY):
-        return flops / (n * peak * u) / seconds
-
-    return [
-        Mistake("forgot the utilization: the devices sustain only `utilization` of their peak, so divide by "
-                "n_devices * peak * utilization", lambda f, n, p, u: f / (n * p) / SECONDS_PER_DAY),
-        Mistake("multiplied by the utilization instead of dividing: lower utilization must mean *more* days",
-                lambda f, n, p, u: f * u / (n * p) / SECONDS_PER_DAY),
-        Mistake("forgot n_devices: the work is shared by all the devices, so divide by their number too "
-                "(without it you get device-days, not wall-clock days)", lambda f, n, p, u: days(f, 1, p, u)),
-        Mistake("multiplied by n_devices instead of dividing (that is device-days times devices)",
-                lambda f, n, p, u: f * n / (p * u) / SECONDS_PER_DAY),
-        Mistake("returned seconds: divide by 86,400 seconds per day", lambda f, n, p, u: days(f, n, p, u, 1)),
-        Mistake("returned hours: divide by 86,400 seconds per day, not 3,600",
-                lambda f, n, p, u: days(f, n, p, u, 3_600)),
-        Mistake("returned minutes: divide by 86,400 seconds per day, not 60", lambda f, n, p, u: days(f, n, p, u, 60)),
-        Mistake("divided by 86,400 twice", lambda f, n, p, u: days(f, n, p, u, SECONDS_PER_DAY ** 2)),
-        Mistake("divided by 24 only (hours -> days) but the FLOP/s rate gives seconds: divide by 86,400",
-                lambda f, n, p, u: days(f, n, p, u, 24)),
-        Mistake("returned years: divide by 86,400 seconds per day, not by the seconds in a year",
-                lambda f, n, p, u: days(f, n, p, u, 365 * SECONDS_PER_DAY)),
-        Mistake("treated the utilization as a percentage (divided by utilization * 100): it is a fraction",
-                lambda f, n, p, u: days(f, n, p, u * 100)),
-        Mistake("used // (floor division): days are a float; use /",
-                lambda f, n, p, u: float(f // (n * p * u) // SECONDS_PER_DAY)),
-    ]
-
-
-def days_cases() -> list:
-    return [
-        Case("GPT-3: 3.15e23 FLOPs on 1,024 A100s (312 TFLOP/s peak) at 40 % utilization: about 28.5 days",
-             (3.15e23, 1_024, A100_PEAK, 0.4)),
-        Case("GPT-3 on 1,024 V100s (125 TFLOP/s peak) at 30 % utilization", (3.15e23, 1_024, V100_PEAK, 0.3)),
-        Case("one device of 1e12 FLOP/s at 50 %, 1e18 FLOPs", (1e18, 1, 1e12, 0.5)),
-        Case("BERT-large: 2.7e20 FLOPs on 16 devices of 45e12 FLOP/s at 25 %", (2.7e20, 16, 45e12, 0.25)),
-    ]
-
-
-def judge_days(case: Case, out) -> str | None:
-    f, n, peak, u = case.args
-    expected = f / (n * peak * u) / SECONDS_PER_DAY
-    return number_problem(case, out, expected, "the number of days", days_mistakes(), "days")
-
-
-register(Exercise(
-    name="training_days", chapter="01", signature="(total_flops, n_devices, peak_flops_per_device, utilization)",
-    points=1, make_cases=days_cases, judge=judge_days,
+    name="plan_training", chapter="01",
+    signature="(models, n_devices, peak_flops_per_device, utilization, days, tokens_per_param=20.0)", points=3,
+    make_cases=plan_cases, judge=judge_plan, explain_error=explain_plan_error,
 ))
 
 
@@ -266,7 +378,8 @@ def cosine_scores(query, documents) -> torch.Tensor:
 
 
 def _best_first(scores, k, descending=True) -> list:
-    return torch.sort(scores, descending=descending).indices[:k].tolist()
+    """The first k indices by score; equal scores keep the lower index first (a stable sort)."""
+    return torch.sort(scores, descending=descending, stable=True).indices[:k].tolist()
 
 
 def search_mistakes() -> list:
@@ -291,11 +404,12 @@ def search_mistakes() -> list:
                 lambda q, docs, k: _best_first(cosine_scores(q, docs), k, descending=False)),
         Mistake("returned the k best in reverse order (worst of the k first): best first",
                 lambda q, docs, k: _best_first(cosine_scores(q, docs), k)[::-1]),
-        Mistake("returned k + 1 documents: slice [:k]",
-                lambda q, docs, k: _best_first(cosine_scores(q, docs), k + 1)),
-        Mistake("returned k - 1 documents: slice [:k], not [:k - 1]",
-                lambda q, docs, k: _best_first(cosine_scores(q, docs), k - 1)),
-        Mistake("returned every document in order instead of only the k best",
+        Mistake("returned k + 1 documents: return exactly k (all of them when k is more than the number of "
+                "documents)", lambda q, docs, k: _best_first(cosine_scores(q, docs), k + 1)),
+        Mistake("returned k - 1 documents: return exactly k (all of them when k is more than the number of "
+                "documents)", lambda q, docs, k: _best_first(cosine_scores(q, docs), k - 1)),
+        Mistake("returned every document in order instead of only the k best (all of them only when k is at "
+                "least the number of documents)",
                 lambda q, docs, k: _best_first(cosine_scores(q, docs), len(docs))),
         Mistake("off by one: the indices start at 1; Python indices start at 0",
                 lambda q, docs, k: [i + 1 for i in _best_first(cosine_scores(q, docs), k)]),
@@ -304,6 +418,10 @@ def search_mistakes() -> list:
         Mistake("normalised the documents along dim 0 (each feature over the documents) instead of each "
                 "document's vector (dim=-1)", lambda q, docs, k: _best_first(cols_normalised(q, docs), k)),
     ]
+
+
+TIE_ORDER = ("documents of equal similarity were not put lower index first: torch.topk (and a reverse sort of "
+             "(similarity, index) pairs) does not keep the lower index first among equals; a stable sort does")
 
 
 def search_cases() -> list:
@@ -316,6 +434,9 @@ def search_cases() -> list:
         return directions / directions.norm(dim=-1, keepdim=True) * lengths  # (n, d)
 
     hand = torch.tensor([[3.0, 3.0], [0.5, 0.1], [0.0, 1.0], [-1.0, 0.0], [2.0, 0.5]])
+    # documents 0, 1 and 3 point the same way (1 is 0 doubled, 3 is 0 again): exactly equal cosines
+    tied = torch.tensor([[1.0, 1.0, 0.0], [2.0, 2.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [3.0, 0.5, 0.0],
+                         [-1.0, 0.5, 0.0]])
     return [
         Case("2-D by hand: query [1, 0], 5 documents, k = 3 (cosine, dot product and distance disagree)",
              (torch.tensor([1.0, 0.0]), hand, 3)),
@@ -324,6 +445,9 @@ def search_cases() -> list:
         Case("20 documents of dimension 32, k = 5", (torch.randn(32, generator=g), documents(20, 32), 5)),
         Case("k = 1: 6 documents of dimension 4", (torch.randn(4, generator=g) * 0.3, documents(6, 4), 1)),
         Case("k = the number of documents (5): rank them all", (torch.randn(8, generator=g), documents(5, 8), 5)),
+        Case("k = 7 but only 4 documents: all 4, best first", (torch.randn(6, generator=g), documents(4, 6), 7)),
+        Case("ties: documents 0, 1 and 3 have the same direction, so equal cosines: lower index first, k = 4",
+             (torch.tensor([1.0, 0.0, 0.0]), tied, 4)),
     ]
 
 
@@ -360,12 +484,17 @@ def judge_search(case: Case, out) -> str | None:
         values = np.asarray(out.array if isinstance(out, TensorData) else out, dtype=np.float64).ravel()
         if values.shape == top_scores.shape and np.allclose(values, top_scores, atol=1e-4):
             return ("returned the similarity scores of the k best documents, not their indices: "
-                    "return the indices (for example torch.topk(...).indices.tolist())")
+                    "return the positions of those documents in document_embeddings")
         return f"expected a list of {k} document indices (Python ints); got {describe(out)} of floats"
     if indices == expected:
         return None
-    if len(indices) != k:
-        problem = f"returned {len(indices)} indices; expected k = {k}"
+    if len(indices) == len(expected) and len(set(indices)) == len(indices) and \
+            all(0 <= i < len(docs) for i in indices) and scores[indices].tolist() == scores[expected].tolist():
+        return Problem(f"returned {indices}; expected {expected}: the same similarities, but documents of equal "
+                       f"similarity in another order", TIE_ORDER)
+    if len(indices) != len(expected):
+        problem = (f"returned {len(indices)} indices; expected {len(expected)} "
+                   f"({'k' if k <= len(docs) else 'every document, since k is more than their number'})")
     elif any(not 0 <= i < len(docs) for i in indices):
         problem = f"returned {indices}: indices must be between 0 and {len(docs) - 1}"
     else:
@@ -374,11 +503,13 @@ def judge_search(case: Case, out) -> str | None:
 
 
 def explain_search_error(case: Case, outcome) -> str | None:
+    query, docs, k = case.args
     if "selected index k out of range" in outcome.message or "out of range" in outcome.message:
-        return "k is at most the number of documents, document_embeddings.shape[0]"
+        return (f"k = {k} is more than the {len(docs)} documents, and torch.topk refuses a k larger than the "
+                f"tensor: the rule is to return every document then, best first")
     if "shape" in outcome.message or "size" in outcome.message or "Dimension" in outcome.message:
-        return ("query_embedding is 1-D (d,), document_embeddings 2-D (n, d): the similarities are "
-                "document_embeddings @ query_embedding, shape (n,), after normalising each vector")
+        return ("query_embedding is one vector (d,), document_embeddings one row per document (n, d): the "
+                "similarities are one number per document, shape (n,)")
     return None
 
 
