@@ -593,6 +593,10 @@ def weat_cases() -> list:
     ]
 
 
+ZERO_SPREAD = ("no ValueError for zero spread: when every s(w) is equal the standard deviation is 0 and the effect "
+               "size 0 / 0 is undefined; raise ValueError instead of returning a number or nan")
+
+
 def _zero_spread(X, Y, A, B) -> bool:
     try:
         weat_variant(X, Y, A, B)
@@ -605,8 +609,8 @@ def judge_weat(case: Case, out) -> str | None:
     if _zero_spread(*case.args):
         if _raised(out):
             return None
-        return (f"every s(w) is the same number here (A and B hold the same words), so the standard deviation is 0 "
-                f"and the effect size 0 / 0 is undefined: raise ValueError; got {describe(out)}")
+        return Problem(f"every s(w) is the same number here (A and B hold the same words): got {describe(out)}",
+                       ZERO_SPREAD)
     if _raised(out):
         return f"raised ValueError({out[1]!r}), but the s(w) differ here: the effect size is defined"
     expected = weat_variant(*case.args)
@@ -760,9 +764,7 @@ def judge_lowest_carbon_plan(case: Case, out) -> str | None:
             return (f"raised ValueError({out[1]!r}): right to raise, but the message should give the fastest plan's "
                     f"days ({fastest:.2f}), so that the user knows how far the deadline is")
         problem = f"no plan meets the deadline ({deadline_days} days; the fastest takes {fastest:.4g}): raise ValueError"
-        if _same_plan(out, _plan_variant(deadline=False)(*case.args)):
-            return Problem(problem, plan_mistakes()[0].description)
-        return problem
+        return Problem(problem, _named_plan_mistake(case, out))
     expected = choose_plan(plans, deadline_days)
     if raised:
         return (f"raised ValueError({out[1]!r}), but a plan meets the deadline of {deadline_days} days: "
@@ -777,14 +779,19 @@ def judge_lowest_carbon_plan(case: Case, out) -> str | None:
     if named is not None and _same_plan(out, named) and named["days"] <= deadline_days and _tied(
             named["tco2e"], expected["tco2e"]):
         return Problem(text, TIES_WRONG)
+    return Problem(text, _named_plan_mistake(case, out))
+
+
+def _named_plan_mistake(case: Case, out) -> str | None:
+    """The first named slip whose plan is the one returned."""
     for mistake in plan_mistakes():
         try:
             candidate = mistake.make(*case.args)
         except ValueError:
             continue
         if _same_plan(out, candidate):
-            return Problem(text, mistake.description)
-    return text
+            return mistake.description
+    return None
 
 
 def explain_plan_error(case: Case, outcome) -> str | None:
