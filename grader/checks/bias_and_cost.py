@@ -437,12 +437,12 @@ def explain_pronoun_error(case: Case, outcome) -> str | None:
     if outcome.error_type == "AttributeError" and isinstance(case.args[0], LogitsOnly) and "LogitsOnly" in message:
         return ("`model` may be any callable that returns an object with .logits (B, T, V): call it as "
                 "model(input_ids); do not rely on model.eval(), model.device, model.config or model.generate "
-                "(use `with torch.no_grad():` instead of eval)")
+                "(no gradients are needed: compute under torch.no_grad() instead of calling eval)")
     if "input_ids must be a tensor of shape (batch, T)" in message:
         return ("the model takes a batch: input_ids of shape (1, T) for one prompt, a tensor as the tokenizer "
                 "returns it with return_tensors='pt'")
     if "requires grad" in message:
-        return "the logits track gradients: compute under `with torch.no_grad():`, or use .item() / .detach()"
+        return "the logits track gradients: compute under torch.no_grad(), or detach them before turning them into floats"
     if "different lengths" in message:
         return ("the prompts have different lengths: run one prompt at a time, or pad (padding=True) and read each "
                 "prompt's own last token")
