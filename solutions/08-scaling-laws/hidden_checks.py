@@ -6,7 +6,7 @@ fitted to the visible cases fails. ``grader.hidden.run_hidden`` judges them with
 
 import numpy as np
 
-from grader.checks.scaling_laws import BESIROGLU, HOFFMANN, fit_case
+from grader.checks.scaling_laws import BESIROGLU, HOFFMANN, RaisesCase, fit_case
 from grader.core import Case
 
 KEYS = ("E", "A", "B", "alpha", "beta")
@@ -20,20 +20,17 @@ def fit_power_law_cases():
     rng = np.random.default_rng(1008)
     x = np.logspace(-1, 1, 20)
     tokens = np.array([2e8, 5e8, 1e9, 4e9, 1.6e10])
+    d = np.logspace(8, 13, 11)
     return [
-        Case("twenty points below and above one, 5 % noise", (x, 7.0 * x ** 0.8 * np.exp(0.05 * rng.standard_normal(20)))),
-        Case("loss against tokens, steep", (tokens, 4.0e3 * tokens ** -0.35 * np.exp(0.02 * rng.standard_normal(5)))),
-        Case("tuples of ints", ((2, 3, 5, 7, 11, 13), (40, 31, 22, 18, 13, 12))),
-    ]
-
-
-def chinchilla_loss_cases():
-    n = np.array([[1e8], [1e9], [1e10]])  # (3, 1)
-    d = np.array([[1e9, 1e10, 1e11, 1e12]])  # (1, 4)
-    return [
-        Case("a grid by broadcasting (3, 1) against (1, 4)", (n, d, 1.7, 350.0, 900.0, 0.31, 0.33)),
-        Case("tokens as an array, one model size", (5e9, np.array([1e10, 1e11]), *_law(BESIROGLU))),
-        Case("a tiny model on a few tokens", (1e5, 1e6, 0.5, 50.0, 20.0, 0.6, 0.2)),
+        RaisesCase("twenty points below and above one, 5 % noise",
+                   (x, 7.0 * x ** 0.8 * np.exp(0.05 * rng.standard_normal(20)))),
+        RaisesCase("loss against tokens, steep", (tokens, 4.0e3 * tokens ** -0.35 * np.exp(0.02 * rng.standard_normal(5)))),
+        RaisesCase("tuples of ints", ((2, 3, 5, 7, 11, 13), (40, 31, 22, 18, 13, 12))),
+        RaisesCase("loss against tokens above a floor of 1.82",
+                   (d, 1.82 + 2085.43 * d ** -0.3658 * np.exp(0.02 * rng.standard_normal(11))), {"floor": 1.82}),
+        RaisesCase("a negative y", ([1.0, 10.0, 100.0], [2.0, -1.0, 0.5])),
+        RaisesCase("x and y of different lengths", ([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0])),
+        RaisesCase("a single point", ([10.0], [3.0])),
     ]
 
 
@@ -55,7 +52,6 @@ def fit_chinchilla_cases():
 
 CASES = {
     "fit_power_law": fit_power_law_cases,
-    "chinchilla_loss": chinchilla_loss_cases,
     "compute_optimal": compute_optimal_cases,
     "fit_chinchilla": fit_chinchilla_cases,
 }

@@ -1,5 +1,5 @@
 """Tests for the chapter-06 checks (grader/checks/bias_and_cost.py): pronoun_log_odds, weat_effect_size,
-training_energy_mwh, training_emissions_tco2e.
+lowest_carbon_plan.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
 - every check passes the reference solution (from the solutions notebook) and other correct ways of writing
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from chapter_contract import ChapterContract, assert_fails_naming
+from chapter_contract import ChapterContract, assert_fails_naming, reference_fn
 
 import grader
 import grader.hidden
@@ -31,7 +31,7 @@ from grader.checks.bias_and_cost import LogitsOnly, ToyCausalLM, ToyTokenizer
 
 ASSIGNMENT = "06-bias-and-cost"
 
-EXERCISES = ["pronoun_log_odds", "weat_effect_size", "training_energy_mwh", "training_emissions_tco2e"]
+EXERCISES = ["pronoun_log_odds", "weat_effect_size", "lowest_carbon_plan"]
 
 
 # =============================================================== pronoun_log_odds
@@ -303,7 +303,10 @@ def weat_numpy(X, Y, A, B):
         return (W @ a.T).mean(axis=1) - (W @ b.T).mean(axis=1)
 
     sx, sy = s(X), s(Y)
-    return float((sx.mean() - sy.mean()) / np.concatenate([sx, sy]).std(ddof=1))
+    spread = np.concatenate([sx, sy]).std(ddof=1)
+    if spread == 0:
+        raise ValueError("zero spread")
+    return float((sx.mean() - sy.mean()) / spread)
 
 
 def weat_loops(X, Y, A, B):
@@ -315,7 +318,10 @@ def weat_loops(X, Y, A, B):
         return sum(to_a) / len(to_a) - sum(to_b) / len(to_b)
 
     sx, sy = [s(x) for x in X], [s(y) for y in Y]
-    return (statistics.mean(sx) - statistics.mean(sy)) / statistics.stdev(sx + sy)
+    try:
+        return (statistics.mean(sx) - statistics.mean(sy)) / statistics.stdev(sx + sy)
+    except ZeroDivisionError:
+        raise ValueError("every s(w) is equal") from None
 
 
 def weat_normalize_then_einsum(X, Y, A, B):
@@ -323,6 +329,8 @@ def weat_normalize_then_einsum(X, Y, A, B):
     s_all = torch.einsum("wd,ad->wa", torch.cat([X, Y]), A).mean(-1) - torch.einsum("wd,bd->wb", torch.cat([X, Y]),
                                                                                     B).mean(-1)
     sx, sy = s_all[:len(X)], s_all[len(X):]
+    if s_all.std() == 0:
+        raise ValueError("undefined")
     return float((sx.mean() - sy.mean()) / s_all.std())
 
 
@@ -415,9 +423,24 @@ def test_weat_accepts_other_correct_answers(fn):
     assert result.passed, result.feedback
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # 0 / 0 in the zero-spread case: nan, as the answers written
 @pytest.mark.parametrize("fn, phrase", WEAT_MISTAKES)
 def test_weat_names_the_mistake(fn, phrase):
     assert_fails_naming(check("weat_effect_size", fn), phrase)
+
+
+def weat_nan_on_zero_spread(X, Y, A, B):
+    """Right everywhere except that it returns nan where the text asks for a ValueError."""
+    try:
+        return weat_numpy(X, Y, A, B)
+    except ValueError:
+        return float("nan")
+
+
+def test_weat_zero_spread_needs_a_value_error():
+    result = check("weat_effect_size", weat_nan_on_zero_spread)
+    assert_fails_naming(result, "no ValueError for zero spread")
+    assert [c.passed for c in result.cases].count(False) == 1
 
 
 def test_weat_torch_only_code_on_numpy_inputs_gets_a_hint():
@@ -439,127 +462,161 @@ def test_weat_matches_the_published_definition_on_a_hand_example():
     assert math.isclose(weat_variant(X, Y, A, B), (0.5 - (-0.5)) / s.std(ddof=1))
 
 
-# =============================================================== training_energy_mwh
+# =============================================================== lowest_carbon_plan
 
-def energy_two_steps(device_hours, watts_per_device, pue):
-    kilowatt_hours = device_hours * watts_per_device / 1000
-    return kilowatt_hours * pue / 1000
+# ---- correct, written in other ways
 
-
-def energy_via_joules(device_hours, watts_per_device, pue):
-    joules = device_hours * 3600 * watts_per_device * pue
-    return joules / 3.6e9
-
-
-def energy_numpy(device_hours, watts_per_device, pue):
-    return float(np.prod([device_hours, watts_per_device, pue]) * 1e-6)
-
-
-def energy_no_pue(device_hours, watts_per_device, pue):
-    return device_hours * watts_per_device / 1e6
-
-
-def energy_kwh(device_hours, watts_per_device, pue):
-    return device_hours * watts_per_device * pue / 1000
-
-
-def energy_wh(device_hours, watts_per_device, pue):
-    return device_hours * watts_per_device * pue
-
-
-def energy_divided_by_pue(device_hours, watts_per_device, pue):
-    return device_hours * watts_per_device / pue / 1e6
+def plan_best_so_far(train_flops, hardware, regions, deadline_days):
+    """One pass keeping the best plan so far, with the tie rule as a comparison; energy through joules."""
+    if len(hardware) == 0 or len(regions) == 0:
+        raise ValueError("empty")
+    best, fastest = None, math.inf
+    for name, h in sorted(hardware.items()):
+        seconds = train_flops / (h["devices"] * h["peak_flops"] * h["mfu"])
+        days = seconds / 86_400
+        fastest = min(fastest, days)
+        if days > deadline_days:
+            continue
+        for region, r in sorted(regions.items()):
+            joules = h["devices"] * h["watts"] * seconds * r["pue"]
+            mwh = joules / 3.6e9
+            plan = {"hardware": name, "region": region, "days": days, "mwh": mwh, "tco2e": mwh * r["kg_co2e_per_kwh"]}
+            if best is None or (plan["tco2e"] < best["tco2e"] and not math.isclose(plan["tco2e"], best["tco2e"],
+                                                                                  rel_tol=1e-9)):
+                best = plan
+            elif math.isclose(plan["tco2e"], best["tco2e"], rel_tol=1e-9) and plan["days"] < best["days"]:
+                best = plan
+    if best is None:
+        raise ValueError(f"fastest: {fastest} days")
+    return best
 
 
-def energy_times_24(device_hours, watts_per_device, pue):
-    return device_hours * 24 * watts_per_device * pue / 1e6
+def plan_numpy(train_flops, hardware, regions, deadline_days):
+    if not (hardware and regions):
+        raise ValueError("nothing to choose from")
+    names = [(h, r) for h in hardware for r in regions]
+    days = np.array([train_flops / (hardware[h]["devices"] * hardware[h]["peak_flops"] * hardware[h]["mfu"]) / 86_400
+                     for h, r in names])
+    kw = np.array([hardware[h]["devices"] * hardware[h]["watts"] / 1000 * regions[r]["pue"] for h, r in names])
+    mwh = kw * days * 24 / 1000
+    t = mwh * np.array([regions[r]["kg_co2e_per_kwh"] for h, r in names])
+    ok = days <= deadline_days
+    if not ok.any():
+        raise ValueError(f"the fastest plan needs {days.min():.1f} days")
+    tied = [i for i in np.flatnonzero(ok) if np.isclose(t[i], t[ok].min(), rtol=1e-9, atol=0)]
+    i = min(tied, key=lambda i: (days[i], names[i]))
+    return {"hardware": names[i][0], "region": names[i][1], "days": float(days[i]), "mwh": float(mwh[i]),
+            "tco2e": float(t[i])}
 
 
-ENERGY_CORRECT = [energy_two_steps, energy_via_joules, energy_numpy]
+# ---- wrong, as learners write them
 
-ENERGY_MISTAKES = [
-    pytest.param(energy_no_pue, "forgot the PUE", id="PUE-forgotten"),
-    pytest.param(energy_kwh, "kWh/MWh slip", id="kWh"),
-    pytest.param(energy_wh, "returned watt-hours", id="Wh"),
-    pytest.param(energy_divided_by_pue, "divided by the PUE", id="divided-by-PUE"),
-    pytest.param(energy_times_24, "device-days", id="times-24"),
+def _plans(train_flops, hardware, regions, pue=True, mfu=True, kwh=False):
+    if not hardware or not regions:
+        raise ValueError("empty")
+    plans = []
+    for h_name, h in hardware.items():
+        days = train_flops / (h["devices"] * h["peak_flops"] * (h["mfu"] if mfu else 1)) / 86_400
+        for r_name, r in regions.items():
+            energy = h["devices"] * h["watts"] * days * 24 * (r["pue"] if pue else 1) / (1e3 if kwh else 1e6)
+            plans.append({"hardware": h_name, "region": r_name, "days": days, "mwh": energy,
+                          "tco2e": energy * r["kg_co2e_per_kwh"]})
+    return plans
+
+
+def _pick(plans, deadline_days, key="tco2e", deadline=True, tie_key=lambda p: (p["days"], p["hardware"], p["region"])):
+    ok = [p for p in plans if p["days"] <= deadline_days or not deadline]
+    if not ok:
+        raise ValueError(f"fastest {min(p['days'] for p in plans):.2f} days")
+    least = min(p[key] for p in ok)
+    return min([p for p in ok if math.isclose(p[key], least, rel_tol=1e-9)], key=tie_key)
+
+
+def plan_no_pue(train_flops, hardware, regions, deadline_days):
+    return _pick(_plans(train_flops, hardware, regions, pue=False), deadline_days)
+
+
+def plan_no_mfu(train_flops, hardware, regions, deadline_days):
+    return _pick(_plans(train_flops, hardware, regions, mfu=False), deadline_days)
+
+
+def plan_kwh(train_flops, hardware, regions, deadline_days):
+    return _pick(_plans(train_flops, hardware, regions, kwh=True), deadline_days)
+
+
+def plan_ignores_deadline(train_flops, hardware, regions, deadline_days):
+    return _pick(_plans(train_flops, hardware, regions), deadline_days, deadline=False)
+
+
+def plan_least_energy(train_flops, hardware, regions, deadline_days):
+    return _pick(_plans(train_flops, hardware, regions), deadline_days, key="mwh")
+
+
+def plan_ties_alphabetical(train_flops, hardware, regions, deadline_days):
+    return _pick(_plans(train_flops, hardware, regions), deadline_days,
+                 tie_key=lambda p: (p["hardware"], p["region"]))
+
+
+def plan_message_without_days(train_flops, hardware, regions, deadline_days):
+    try:
+        return plan_numpy(train_flops, hardware, regions, deadline_days)
+    except ValueError:
+        raise ValueError("no plan meets the deadline") from None
+
+
+PLAN_CORRECT = [plan_best_so_far, plan_numpy]
+
+PLAN_MISTAKES = [
+    pytest.param(plan_no_pue, "forgot the PUE", id="no-PUE"),
+    pytest.param(plan_no_mfu, "forgot the MFU", id="no-MFU"),
+    pytest.param(plan_kwh, "kWh/MWh slip", id="kWh"),
+    pytest.param(plan_ignores_deadline, "ignored the deadline", id="deadline-ignored"),
+    pytest.param(plan_least_energy, "least energy (MWh) instead of the least carbon", id="least-energy"),
+    pytest.param(plan_ties_alphabetical, "ties broken wrong", id="ties-alphabetical"),
+    pytest.param(plan_message_without_days, "should give the fastest plan's days", id="message-without-days"),
 ]
 
 
-@pytest.mark.parametrize("fn", ENERGY_CORRECT, ids=lambda f: f.__name__)
-def test_energy_accepts_other_correct_answers(fn):
-    result = check("training_energy_mwh", fn)
+@pytest.mark.parametrize("fn", PLAN_CORRECT, ids=lambda f: f.__name__)
+def test_plan_accepts_other_correct_answers(fn):
+    result = check("lowest_carbon_plan", fn)
     assert result.passed, result.feedback
 
 
-@pytest.mark.parametrize("fn, phrase", ENERGY_MISTAKES)
-def test_energy_names_the_mistake(fn, phrase):
-    assert_fails_naming(check("training_energy_mwh", fn), phrase)
+@pytest.mark.parametrize("fn, phrase", PLAN_MISTAKES)
+def test_plan_names_the_mistake(fn, phrase):
+    assert_fails_naming(check("lowest_carbon_plan", fn), phrase)
 
 
-def test_energy_of_gpt3_from_patterson_et_al_inputs():
-    """10,000 V100s x 14.8 days x 330 W x PUE 1.1 is GPT-3's published 1,287 MWh, to the rounding of 14.8 days."""
-    assert energy_two_steps(10_000 * 14.8 * 24, 330, 1.1) == pytest.approx(1_287, rel=2e-3)
+def test_gpt3_plan_from_patterson_et_al_inputs(reference):
+    """10,000 V100s x 14.8 days x 330 W x PUE 1.1 x 0.429 kg/kWh: 1,289 MWh and 553 t (published, with the days
+    rounded: 1,287 MWh and 552 t)."""
+    from grader.checks.bias_and_cost import GPT3_FLOPS, GPT3_REGION, GPT3_V100
+
+    plan = reference_fn(reference, "lowest_carbon_plan")(GPT3_FLOPS, {"V100": GPT3_V100}, {"OK": GPT3_REGION}, 30)
+    assert plan["days"] == pytest.approx(14.8)
+    assert round(plan["mwh"]) == 1_289 and round(plan["tco2e"]) == 553
+    assert plan["mwh"] == pytest.approx(1_287, rel=3e-3) and plan["tco2e"] == pytest.approx(552, rel=3e-3)
 
 
-# =============================================================== training_emissions_tco2e
-
-def emissions_units_cancel(energy_mwh, kg_co2e_per_kwh):
-    return energy_mwh * kg_co2e_per_kwh  # (1,000 kWh/MWh) x kg/kWh / (1,000 kg/t)
-
-
-def emissions_via_grams(energy_mwh, kg_co2e_per_kwh):
-    grams = energy_mwh * 1e3 * kg_co2e_per_kwh * 1e3
-    return grams / 1e6
+def test_plan_returned_as_a_tuple_is_told_the_dict():
+    feedback = check("lowest_carbon_plan", lambda *a: ("A100", "north", 1.0, 2.0, 3.0)).feedback
+    assert "expected a dict with the keys hardware, region, days, mwh, tco2e" in feedback
 
 
-def emissions_kilograms(energy_mwh, kg_co2e_per_kwh):
-    return energy_mwh * 1000 * kg_co2e_per_kwh
+def test_plan_raising_where_a_plan_exists_says_so():
+    def always_raises(train_flops, hardware, regions, deadline_days):
+        raise ValueError("no plan")
 
-
-def emissions_one_division_too_many(energy_mwh, kg_co2e_per_kwh):
-    return energy_mwh * kg_co2e_per_kwh / 1000
-
-
-def emissions_divided(energy_mwh, kg_co2e_per_kwh):
-    return energy_mwh / kg_co2e_per_kwh
-
-
-def emissions_grams_assumed(energy_mwh, kg_co2e_per_kwh):
-    return energy_mwh * 1000 * kg_co2e_per_kwh / 1e6 / 1000
-
-
-EMISSIONS_CORRECT = [emissions_units_cancel, emissions_via_grams]
-
-EMISSIONS_MISTAKES = [
-    pytest.param(emissions_kilograms, "returned kilograms", id="kg"),
-    pytest.param(emissions_one_division_too_many, "kWh/MWh slip", id="divided-by-1000"),
-    pytest.param(emissions_divided, "divided the energy by the intensity", id="energy-over-intensity"),
-    pytest.param(emissions_grams_assumed, "as if the intensity were in g/kWh", id="g-per-kWh"),
-]
-
-
-@pytest.mark.parametrize("fn", EMISSIONS_CORRECT, ids=lambda f: f.__name__)
-def test_emissions_accept_other_correct_answers(fn):
-    result = check("training_emissions_tco2e", fn)
-    assert result.passed, result.feedback
-
-
-@pytest.mark.parametrize("fn, phrase", EMISSIONS_MISTAKES)
-def test_emissions_name_the_mistake(fn, phrase):
-    assert_fails_naming(check("training_emissions_tco2e", fn), phrase)
-
-
-def test_gpt3_emissions_are_about_552_tonnes():
-    assert emissions_units_cancel(1_287, 0.429) == pytest.approx(552, abs=0.5)
+    assert "but a plan meets the deadline" in check("lowest_carbon_plan", always_raises).feedback
 
 
 # =============================================================== the API around a check
 
 RIGHT = {"pronoun_log_odds": pronoun_logits_difference, "weat_effect_size": weat_numpy,
-         "training_energy_mwh": energy_two_steps, "training_emissions_tco2e": emissions_units_cancel}
+         "lowest_carbon_plan": plan_numpy}
 WRONG = {"pronoun_log_odds": pronoun_swapped, "weat_effect_size": weat_population_std,
-         "training_energy_mwh": energy_no_pue, "training_emissions_tco2e": emissions_kilograms}
+         "lowest_carbon_plan": plan_ignores_deadline}
 
 
 @pytest.mark.parametrize("name", EXERCISES)
@@ -576,7 +633,8 @@ def test_checks_are_fast_and_leave_the_random_stream_alone(name):
 
 
 def test_a_scalar_returned_as_a_tensor_says_use_item():
-    feedback = check("training_energy_mwh", lambda h, w, p: torch.tensor(h * w * p / 1e6)).feedback
+    feedback = check("weat_effect_size", lambda X, Y, A, B: torch.tensor(weat_numpy(X, Y, A, B),
+                                                                          dtype=torch.float64)).feedback
     assert "use .item()" in feedback
 
 
@@ -654,9 +712,9 @@ class TestChapterContract(ChapterContract):
         _named(pronoun_right_padded_batch, "pronoun_log_odds"), _named(pronoun_whole_word, "pronoun_log_odds"),
         _named(weat_population_std, "weat_effect_size"), _named(weat_dot_products, "weat_effect_size"),
         _named(weat_zip_pairs, "weat_effect_size"), _named(weat_pooled_std, "weat_effect_size"),
-        _named(energy_no_pue, "training_energy_mwh"), _named(energy_kwh, "training_energy_mwh"),
-        _named(emissions_kilograms, "training_emissions_tco2e"),
-        _named(emissions_divided, "training_emissions_tco2e"),
+        _named(plan_no_pue, "lowest_carbon_plan"), _named(plan_no_mfu, "lowest_carbon_plan"),
+        _named(plan_ignores_deadline, "lowest_carbon_plan"), _named(plan_least_energy, "lowest_carbon_plan"),
+        _named(plan_ties_alphabetical, "lowest_carbon_plan"), _named(plan_kwh, "lowest_carbon_plan"),
     ]
     ALL_OR_NOTHING = [(name, RIGHT[name], WRONG[name]) for name in EXERCISES]
 
