@@ -84,6 +84,12 @@ TOP_P_WARPER = Forbidden(
     "TopPLogitsWarper",
     (("transformers.generation.logits_process", "TopPLogitsWarper.__call__"),),
     "sort the probabilities, keep the smallest set whose sum reaches p, and set the rest to `-inf` yourself")
+HARNESS_SCORING = Forbidden(
+    "llmcourse.evaluation.choice_logprobs",
+    tuple(("llmcourse.evaluation", name) for name in ("choice_logprobs", "continuation_logprobs", "read",
+                                                      "mean_token_logprob", "evaluate_multiple_choice")),
+    "the lesson's harness scores choices this way; run the model yourself, once over the prompt and once per "
+    "choice on the prompt's KV cache, and add up the log-probabilities of the choice's tokens")
 HF_BERT_LAYER = Forbidden(
     "BertLayer",
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")
