@@ -257,8 +257,8 @@ SHIFTED = ("scored each token with the logits at its own position: the logits at
            "t + 1, so a choice's first token is scored by the prompt's last position")
 CACHE_REUSED = ("the prompt's KV cache was reused without copying: a forward pass appends its keys and values to the "
                 "cache object it is given, so every later choice was scored after the earlier choices' tokens; "
-                "start each choice from its own copy of the prompt's cache (copy.deepcopy, or crop the cache back "
-                "to the prompt's length)")
+                "start each choice from its own copy of the prompt's cache (copy.deepcopy), or remove the choice's "
+                "tokens from it again (the cache's crop)")
 MEAN_NOT_ASKED = "averaged over the choice's tokens although length_normalize is False: return the sum"
 SUM_NOT_MEAN = ("returned the sum although length_normalize is True: divide each choice's sum by its number of "
                 "tokens (those of \" \" + choice)")
@@ -369,6 +369,9 @@ def explain_score_error(case: Case, outcome) -> str | None:
     if "CountingLM" in message and "attribute" in message:
         return ("call the model itself on token ids (with `cache=` for a KV cache): it is wrapped to count the "
                 "tokens it reads, and offers `config`, `device` and `dtype` besides")
+    if "deepcopy" in message or "graph leaves" in message:
+        return ("the cache holds tensors that carry gradients, and those cannot be deep-copied: run the model under "
+                "torch.no_grad() (nothing here needs gradients)")
     if outcome.error_type == "ZeroDivisionError":
         return "every choice has at least one token: divide by the number of tokens of \" \" + choice"
     if outcome.error_type in ("RuntimeError", "IndexError") and ("size" in message or "index" in message):
