@@ -90,6 +90,12 @@ TOP_P_WARPER = Forbidden(
     (("transformers.generation.logits_process", "TopPLogitsWarper.__call__"),),
     "it is the filter this exercise builds (and it splits ties differently): rank the tokens by probability "
     "yourself (`sort` and `cumsum` are allowed) and write `-inf` over the tokens outside the nucleus")
+HARNESS_SCORING = Forbidden(
+    "llmcourse.evaluation.choice_logprobs",
+    tuple(("llmcourse.evaluation", name) for name in ("choice_logprobs", "continuation_logprobs", "read",
+                                                      "mean_token_logprob", "evaluate_multiple_choice")),
+    "the lesson's harness is what this exercise builds: call the model itself, so that you decide what it "
+    "is run on (the prompt once, its KV cache reused for every choice)")
 HF_BERT_LAYER = Forbidden(
     "BertLayer",
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")

@@ -2,7 +2,7 @@
 
 Four steps, one function each: ``load_task`` (examples, a fixed-seed sample, held-out shots),
 ``build_prompt`` (BIG-bench's "Q: ... choice: ... A:" format, the model's chat template, or the bare
-question), ``score_choices`` (the log-likelihood of every choice after one shared prompt: the prompt
+question), ``choice_logprobs`` (the log-likelihood of every choice after one shared prompt: the prompt
 runs once and its KV cache serves all the choices, so a 39-choice item costs one prompt pass, not 39)
 and ``summarise`` (mean score, its confidence interval, and the random-choice baseline with the band
 a random guesser would fall in). ``evaluate_multiple_choice`` runs them over a task; ``generate``
@@ -193,8 +193,8 @@ def continuation_logprobs(model, context: Context, continuations: list) -> list:
     return totals
 
 
-def score_choices(model, tokenizer, prompt: str, choices, answer_prefix: str = " ",
-                  context: Context | None = None) -> list:
+def choice_logprobs(model, tokenizer, prompt: str, choices, answer_prefix: str = " ",
+                    context: Context | None = None) -> list:
     """Log-likelihood of each choice after ``prompt`` (read once, after an optional cached ``context``);
     the prompt and each ``answer_prefix + choice`` are tokenized on their own."""
     read_prompt = read(model, encode(tokenizer, prompt), context)
@@ -217,7 +217,7 @@ def evaluate_multiple_choice(model, tokenizer, task: Task, shots: int = 0, fmt: 
     items = tqdm(task.items, desc=f"{task.name} {shots}-shot {fmt}", leave=False, disable=not progress)
     for index, item in enumerate(items):
         prompt, gap = build_prompt(task, item, index, fmt, tokenizer)
-        logprobs = score_choices(model, tokenizer, prompt, item.choices, gap, prefix)
+        logprobs = choice_logprobs(model, tokenizer, prompt, item.choices, gap, prefix)
         best = int(np.argmax(logprobs))
         result["logprobs"].append(logprobs)
         result["target_scores"].append(list(item.target_scores))

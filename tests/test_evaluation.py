@@ -128,7 +128,7 @@ def test_shots_text_holds_k_solved_examples():
 def test_shared_prompt_scores_equal_one_pass_per_choice(tiny_model, tokenizer):
     prompt = "\nQ: What movie does this emoji describe? 🦁👑\nA:"
     choices = ["the lion king", "up", "a very long title with many words in it", "x"]
-    fast = harness.score_choices(tiny_model, tokenizer, prompt, choices)
+    fast = harness.choice_logprobs(tiny_model, tokenizer, prompt, choices)
     slow = naive_logprobs(tiny_model, tokenizer, harness.encode(tokenizer, prompt),
                           [harness.encode(tokenizer, " " + c) for c in choices])
     assert fast == pytest.approx(slow, abs=1e-4)
@@ -137,16 +137,16 @@ def test_shared_prompt_scores_equal_one_pass_per_choice(tiny_model, tokenizer):
 def test_small_batches_give_the_same_scores(tiny_model, tokenizer, monkeypatch):
     prompt = "Q: Which move mates?\nA:"
     choices = [f"Q{f}{r}#" for f in "abcdefgh" for r in "1234"]  # 32 choices
-    whole = harness.score_choices(tiny_model, tokenizer, prompt, choices)
+    whole = harness.choice_logprobs(tiny_model, tokenizer, prompt, choices)
     monkeypatch.setattr(harness, "MAX_BATCH_TOKENS", 40)  # a few choices per batch
-    assert harness.score_choices(tiny_model, tokenizer, prompt, choices) == pytest.approx(whole, abs=1e-5)
+    assert harness.choice_logprobs(tiny_model, tokenizer, prompt, choices) == pytest.approx(whole, abs=1e-5)
 
 
 def test_a_cached_context_equals_reading_everything_at_once(tiny_model, tokenizer):
     shots, prompt, choices = "\nQ: 1 plus 1?\nA: 2", "\nQ: 2 plus 2?\nA:", ["4", "22", "four"]
     context = harness.read(tiny_model, harness.encode(tokenizer, shots))
-    with_context = harness.score_choices(tiny_model, tokenizer, prompt, choices, " ", context)
-    again = harness.score_choices(tiny_model, tokenizer, prompt, choices, " ", context)  # the context is not consumed
+    with_context = harness.choice_logprobs(tiny_model, tokenizer, prompt, choices, " ", context)
+    again = harness.choice_logprobs(tiny_model, tokenizer, prompt, choices, " ", context)  # the context is not consumed
     prefix = harness.encode(tokenizer, shots) + harness.encode(tokenizer, prompt)
     slow = naive_logprobs(tiny_model, tokenizer, prefix, [harness.encode(tokenizer, " " + c) for c in choices])
     assert with_context == pytest.approx(slow, abs=1e-4)
@@ -269,7 +269,7 @@ def test_the_shipped_model_knows_the_capital_of_france():
     from llmcourse.models import load_causal_lm
 
     tokenizer, model = load_causal_lm()
-    scores = harness.score_choices(model, tokenizer, "Q: What is the capital of France?\nA:",
+    scores = harness.choice_logprobs(model, tokenizer, "Q: What is the capital of France?\nA:",
                                    ["Berlin", "Paris", "Madrid", "Rome"])
     assert int(np.argmax(scores)) == 1 and all(math.isfinite(s) for s in scores)
 

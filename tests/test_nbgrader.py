@@ -74,9 +74,10 @@ ROUNDS = {
     # (the payoff cells that draw the frontier with it are not graded)
     "08-scaling-laws": Round("compute_optimal", "compute_flops / 6", "compute_flops", 11, 8,
                              "C = N D without the 6"),
-    # multiple_choice_grade 2+1, exact_match 1+1, extract_final_answer 2+1, chain_of_thought_prompt 1+1; the first
-    # "the answer is" instead of the last loses extract_final_answer's 3 (the payoff cells are not graded)
-    "09-evaluating-llms": Round("extract_final_answer", ".rfind(", ".find(", 10, 7, "instead of the last one"),
+    # score_choices 4+2, multiple_choice_grade 2+1, grade_chain_of_thought 2+1; the prompt's cache handed to every
+    # choice without a copy loses score_choices' 6 (the payoff cells that run it on SmolLM2 are not graded)
+    "09-evaluating-llms": Round("score_choices", "copy.deepcopy(prompt_cache)", "prompt_cache", 12, 6,
+                               "reused without copying"),
     # weights_memory_gb 1+1, kv_cache_bytes 2+1, absmax_quantize 3+1, dequantize 1+1, tokenizer_fertility 2+1;
     # dividing by 2^(bits-1) instead of 2^(bits-1) - 1 loses absmax_quantize's 4 (dequantize does not call it)
     "10-open-models": Round("absmax_quantize", "2 ** (bits - 1) - 1", "2 ** (bits - 1)", 14, 10,
@@ -97,6 +98,9 @@ FORBIDDEN = {
                              "calls `llmcourse.finetune.predict`"),
     "05-gpt-and-prompting": ("top_k_filter", "def top_k_filter(logits, k):\n    from transformers import TopKLogitsWarper\n"
                              "    return TopKLogitsWarper(k)(None, logits)", "calls `TopKLogitsWarper`"),
+    "09-evaluating-llms": ("score_choices", "def score_choices(model, tokenizer, prompt, choices, length_normalize=False):"
+                           "\n    from llmcourse.evaluation import choice_logprobs\n    return choice_logprobs(model, "
+                           "tokenizer, prompt, choices)", "calls `llmcourse.evaluation.choice_logprobs`"),
     "10-open-models": ("absmax_quantize", "def absmax_quantize(w, bits=8):\n    scale = w.abs().max().item() / "
                        "(2 ** (bits - 1) - 1)\n    return torch.quantize_per_tensor(w, scale, 0, torch.qint8).int_repr(), "
                        "scale", "calls `torch.quantize_per_tensor`"),

@@ -6,7 +6,23 @@ visible cases fails. ``grader.hidden.run_hidden`` judges them with the visible j
 
 import random
 
+from grader.checks.evaluating_llms import scoring_case
 from grader.core import Case
+
+
+def score_choices_cases():
+    return [
+        scoring_case("eight choices, two of them equal", 1901, "Q: Which fish is in this movie? a shark\nA:",
+                     ["jaws", "finding nemo", "up", "jaws", "the shining hotel", "a fish", "no", "maybe so"]),
+        scoring_case("length_normalize=True over choices of one to nine tokens", 1902,
+                     "Q: What date is it tomorrow?\nA:", ["Monday", "12/24/1937", "not today", "the day after"],
+                     length_normalize=True),
+        scoring_case("a long prompt, choices spelled letter by letter", 1903,
+                     "Q: What is the capital of Italy? Is it Milan, or is it Rome?\nQ: and so?\nA:",
+                     ["Rome", "xyz", "Milan"]),
+        scoring_case("a one-token choice, then longer ones", 1904, "Q: Was it fun?\nA:",
+                     ["yes", "not very fun", "no, it was boring"], length_normalize=False),
+    ]
 
 
 def multiple_choice_grade_cases():
@@ -25,52 +41,29 @@ def multiple_choice_grade_cases():
                                                             {"true": 0, "false": 1}])),
         Case("partial credit that is never 1", ([[-5.0, -1.0, -9.0], [-1.0, -2.0, -3.0]],
                                                 [{"x": 0.2, "y": 0.6, "z": 0.0}, {"u": 0.4, "v": 0.0, "w": 0.9}])),
+        Case("an example with a single choice", ([[-4.0], [-1.0, -0.5]], [{"only": 0.5}, {"a": 1, "b": 0}])),
     ]
 
 
-def exact_match_cases():
+def grade_chain_of_thought_cases():
     return [
-        Case("Kannada and emoji answers with stray whitespace",
-             (["\tನದಿ ", "🐟 nemo", "ಚಂದ್ರ"], ["ನದಿ", "🐟 Nemo\n", "ಆಕಾಶ"])),
-        Case("upper-case targets, lower-case predictions", (["rg5#", "qxf7#", "e4"], ["Rg5#", "Qxf7#", "Ke2"])),
-        Case("a longer list with a few matches", ([str(n) for n in range(10)], [str(n) for n in (0, 2, 1, 3, 9, 5, 6,
-                                                                                                 8, 7, 4)])),
-        Case("prefixes are not matches", (["1000", "10", "ab"], ["100", "100", "abc"])),
-    ]
-
-
-def extract_final_answer_cases():
-    return [
-        Case("three answers, the last on the last line",
-             ("First the answer is 1.\nThen the answer is 2.\nFinally, the answer is 3.",)),
-        Case("the answer line is followed by a check",
-             ("So the answer is (b).\nCheck: 2 + 2 = 4, and the rest follows.",)),
-        Case("mixed-case phrase at the very start", ("tHe AnSwEr Is Yes",)),
-        Case("the answer has inner spaces and a period in it", ("The answer is 05/01/2021 at 3 p.m..",)),
-        Case("a near miss of the phrase", ("My answer: 12. An answer is not given.",)),
-        Case("tabs and spaces around the answer", ("Thus the answer is \t 64.  \nQ:",)),
-    ]
-
-
-def chain_of_thought_prompt_cases():
-    return [
-        Case("one date exemplar, a date question",
-             ([("Yesterday was April 30, 2021. What is the date today in MM/DD/YYYY?",
-                "One day after 04/30/2021 is 05/01/2021.", "05/01/2021")],
-              "Today is Christmas Eve of 1937. What is the date tomorrow in MM/DD/YYYY?")),
-        Case("multiple-choice answers in parentheses",
-             ([("Which is heavier? (a) a feather (b) a brick", "A brick weighs more than a feather.", "(b)"),
-               ("Which is warmer? (a) ice (b) tea", "Tea is hot and ice is cold.", "(b)"),
-               ("Which is a fruit? (a) apple (b) chair", "An apple grows on a tree.", "(a)")],
-              "Which is louder? (a) a whisper (b) a drum")),
-        Case("an exemplar whose reasoning spans two lines",
-             ([("What is 3 times 4 plus 1?", "3 * 4 = 12.\n12 + 1 = 13.", 13)], "What is 2 times 5 plus 2?")),
+        Case("three answers in one output, the last on the last line, and others",
+             (["First the answer is 1.\nThen the answer is 2.\nFinally, the answer is 3.",
+               "So the answer is (b).\nCheck: 2 + 2 = 4, and the rest follows.", "tHe AnSwEr Is Yes"],
+              ["3", "(B)", "yes"])),
+        Case("inner spaces and periods, a near miss of the phrase, tabs and spaces",
+             (["The answer is 05/01/2021 at 3 p.m..", "My answer: 12. An answer is not given.",
+               "Thus the answer is \t 64.  \nQ:", "The answer is new york."],
+              ["05/01/2021 at 3 p.m.", "12", "64", "newyork"])),
+        Case("Kannada and emoji answers, whitespace around the targets",
+             (["ಉತ್ತರ: the answer is ನದಿ.", "The answer is 🐟 Nemo", "The answer is ಚಂದ್ರ"],
+              ["\tನದಿ ", "🐟 nemo\n", "ಆಕಾಶ"])),
+        Case("no output has an answer", (["I do not know.", "Maybe 4?"], ["4", "4"])),
     ]
 
 
 CASES = {
+    "score_choices": score_choices_cases,
     "multiple_choice_grade": multiple_choice_grade_cases,
-    "exact_match": exact_match_cases,
-    "extract_final_answer": extract_final_answer_cases,
-    "chain_of_thought_prompt": chain_of_thought_prompt_cases,
+    "grade_chain_of_thought": grade_chain_of_thought_cases,
 }
