@@ -76,9 +76,9 @@ ROUNDS = {
     # multiple_choice_grade 2+1, exact_match 1+1, extract_final_answer 2+1, chain_of_thought_prompt 1+1; the first
     # "the answer is" instead of the last loses extract_final_answer's 3 (the payoff cells are not graded)
     "09-evaluating-llms": Round("extract_final_answer", ".rfind(", ".find(", 10, 7, "instead of the last one"),
-    # weights_memory_gb 1+1, kv_cache_bytes 2+1, absmax_quantize 3+1, dequantize 1+1, tokenizer_fertility 2+1;
-    # dividing by 2^(bits-1) instead of 2^(bits-1) - 1 loses absmax_quantize's 4 (dequantize does not call it)
-    "10-open-models": Round("absmax_quantize", "2 ** (bits - 1) - 1", "2 ** (bits - 1)", 14, 10,
+    # largest_batch 2+1, tokenizer_fertility 2+1, dequantize 2+1, absmax_quantize 4+2; dividing by 2^(bits-1)
+    # instead of 2^(bits-1) - 1 loses absmax_quantize's 6 (dequantize does not call it)
+    "10-open-models": Round("absmax_quantize", "2 ** (bits - 1) - 1", "2 ** (bits - 1)", 15, 9,
                             "one level outside the range"),
 }
 STUDENTS = ("ref", "stub", "wrong")
@@ -91,9 +91,9 @@ FORBIDDEN = {
                                 "torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)", "calls `F.layer_norm`"),
     "05-gpt-and-prompting": ("top_k_filter", "def top_k_filter(logits, k):\n    from transformers import TopKLogitsWarper\n"
                              "    return TopKLogitsWarper(k)(None, logits)", "calls `TopKLogitsWarper`"),
-    "10-open-models": ("absmax_quantize", "def absmax_quantize(w, bits=8):\n    scale = w.abs().max().item() / "
-                       "(2 ** (bits - 1) - 1)\n    return torch.quantize_per_tensor(w, scale, 0, torch.qint8).int_repr(), "
-                       "scale", "calls `torch.quantize_per_tensor`"),
+    "10-open-models": ("absmax_quantize", "def absmax_quantize(w, bits=8, block_size=None):\n    scale = "
+                       "w.abs().max().item() / (2 ** (bits - 1) - 1)\n    return torch.quantize_per_tensor(w, scale, 0, "
+                       "torch.qint8).int_repr(), scale", "calls `torch.quantize_per_tensor`"),
 }
 FORBIDDEN_02_SCORE = 2.0
 # Plain `nbgrader autograde` (it executes every cell of each notebook) grades this chapter end to end;

@@ -65,7 +65,8 @@ def _raises_problem(out, why: str, mistake: str) -> Problem | None:
 def _explain_raises_error(outcome, why: str) -> str:
     if outcome.error_type == "AssertionError":
         return "raise ValueError (not assert: assertions can be switched off)"
-    return f"{why}: check for it first and raise ValueError yourself, instead of letting {outcome.error_type} escape"
+    return (f"{why}, which the exercise refuses: check for it first and raise ValueError yourself, instead of "
+            f"letting {outcome.error_type} escape")
 
 
 # ---------------------------------------------------------------- largest_batch
@@ -108,7 +109,7 @@ def batch_variant(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq
 
 def batch_mistakes() -> list:
     def variant(**switches):
-        return lambda *args: batch_variant(*args, **switches)
+        return lambda *args, **kwargs: batch_variant(*args, **kwargs, **switches)
 
     return [
         Mistake("only keys counted (or only values): the cache holds a key *and* a value vector per layer, "
@@ -121,7 +122,7 @@ def batch_mistakes() -> list:
         Mistake("left out the weights: they take their share of the memory before any sequence",
                 variant(weights=False)),
         Mistake("sized the KV cache with bytes_per_param: the cache is stored at kv_bytes_per_value, which can "
-                "differ from the weights' format", lambda *a: batch_variant(*a, kv_bytes=a[1])),
+                "differ from the weights' format", lambda *a, **k: batch_variant(*a, **k, kv_bytes=a[1])),
         Mistake("rounded the batch to the nearest whole number: a batch must fit, so round down",
                 variant(rounding="round")),
         Mistake("rounded the batch up: a batch must fit, so round down", variant(rounding="ceil")),
@@ -438,6 +439,8 @@ def judge_dequantize(case: Case, out) -> str | None:
 
 
 def explain_dequantize_error(case: Case, outcome) -> str | None:
+    if "unexpected keyword argument 'block_size'" in outcome.message:
+        return "the function takes block_size: dequantize(q, scale, block_size=None)"
     if isinstance(case, RaisesCase):
         return _explain_raises_error(outcome, _why_raises(case))
     if "can't be cast to the desired output type" in outcome.message:
@@ -794,12 +797,12 @@ def judge_absmax(case: Case, out) -> str | None:
     if got.max() > n or got.min() < -n:
         problem += f"\nq holds levels outside -{n}..{n} (from {got.min():.0f} to {got.max():.0f})"
     mistake = _name_by(absmax_level_mistakes(), case, got, scale_values)
-    zero = np.isclose(expected_scale, 0) if block_size is not None else None
-    if mistake is None and zero is not None and zero.any():
-        in_zero_block = np.repeat(zero, block_size).reshape(w.shape)
+    zero = expected_scale == 0  # all-zero blocks (or an all-zero tensor)
+    if mistake is None and zero.any():
+        in_zero_block = np.repeat(zero, block_size or w.numel()).reshape(w.shape)
         if (got[in_zero_block] != 0).any() and (got[~in_zero_block] == np.round(x)[~in_zero_block]).all():
-            mistake = ("an all-zero block divided 0 by 0: NaN levels become arbitrary integers in int8; give an "
-                       "all-zero block zero levels")
+            mistake = ("an all-zero block (or tensor) divided 0 by 0: NaN levels become arbitrary integers in "
+                       "int8; all-zero weights get zero levels")
     if mistake is None and np.allclose(got, x, atol=1e-4):
         mistake = "q not rounded: round to whole levels, then store them as torch.int8"
     if mistake is None and q.dtype == "torch.uint8":
@@ -808,6 +811,8 @@ def judge_absmax(case: Case, out) -> str | None:
 
 
 def explain_absmax_error(case: Case, outcome) -> str | None:
+    if "unexpected keyword argument 'block_size'" in outcome.message:
+        return "the function takes block_size: absmax_quantize(w, bits=8, block_size=None)"
     if isinstance(case, RaisesCase):
         return _explain_raises_error(outcome, _absmax_raises(case))
     if "'float' object has no attribute" in outcome.message:
