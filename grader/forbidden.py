@@ -79,7 +79,14 @@ QUANTIZE = Forbidden(
     "torch.quantize_per_tensor",
     (("torch", "quantize_per_tensor"), ("torch", "quantize_per_tensor_dynamic"), ("torch", "quantize_per_channel"),
      ("torch", "fake_quantize_per_tensor_affine")),
-    "divide by the scale max|w| / (2^(bits-1) - 1), round with `torch.round` and cast to `torch.int8` yourself")
+    "torch's quantizers add a zero point and their own rounding and range; find the scale and the levels "
+    "yourself with plain tensor operations, from the exercise's definition of absmax")
+GGUF_QUANTIZE = Forbidden(
+    "gguf.quants.quantize",
+    (("gguf.quants", "quantize"), ("gguf", "quantize"), ("gguf.quants", "Q8_0.quantize"),
+     ("gguf.quants", "Q4_0.quantize")),
+    "GGUF's quantizers pack bytes with fp16 scales and round halves away from zero; find the per-block scales "
+    "and the levels yourself with plain tensor operations")
 TOP_K_WARPER = Forbidden(
     "TopKLogitsWarper",
     (("transformers.generation.logits_process", "TopKLogitsWarper.__call__"),),

@@ -297,7 +297,7 @@ def test_readme_lists_what_every_exercise_forbids():
 
 
 def test_absmax_quantize_refuses_torchs_quantizer():
-    def absmax_quantize(w, bits=8):
+    def absmax_quantize(w, bits=8, block_size=None):
         scale = w.abs().max().item() / (2 ** (bits - 1) - 1)
         return torch.quantize_per_tensor(w, scale, 0, torch.qint8).int_repr(), scale
 

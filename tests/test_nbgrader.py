@@ -78,9 +78,9 @@ ROUNDS = {
     # choice without a copy loses score_choices' 6 (the payoff cells that run it on SmolLM2 are not graded)
     "09-evaluating-llms": Round("score_choices", "copy.deepcopy(prompt_cache)", "prompt_cache", 12, 6,
                                "reused without copying"),
-    # weights_memory_gb 1+1, kv_cache_bytes 2+1, absmax_quantize 3+1, dequantize 1+1, tokenizer_fertility 2+1;
-    # dividing by 2^(bits-1) instead of 2^(bits-1) - 1 loses absmax_quantize's 4 (dequantize does not call it)
-    "10-open-models": Round("absmax_quantize", "2 ** (bits - 1) - 1", "2 ** (bits - 1)", 14, 10,
+    # largest_batch 2+1, tokenizer_fertility 2+1, dequantize 2+1, absmax_quantize 4+2; dividing by 2^(bits-1)
+    # instead of 2^(bits-1) - 1 loses absmax_quantize's 6 (dequantize does not call it)
+    "10-open-models": Round("absmax_quantize", "2 ** (bits - 1) - 1", "2 ** (bits - 1)", 15, 9,
                             "one level outside the range"),
 }
 STUDENTS = ("ref", "stub", "wrong")
@@ -101,9 +101,9 @@ FORBIDDEN = {
     "09-evaluating-llms": ("score_choices", "def score_choices(model, tokenizer, prompt, choices, length_normalize=False):"
                            "\n    from llmcourse.evaluation import choice_logprobs\n    return choice_logprobs(model, "
                            "tokenizer, prompt, choices)", "calls `llmcourse.evaluation.choice_logprobs`"),
-    "10-open-models": ("absmax_quantize", "def absmax_quantize(w, bits=8):\n    scale = w.abs().max().item() / "
-                       "(2 ** (bits - 1) - 1)\n    return torch.quantize_per_tensor(w, scale, 0, torch.qint8).int_repr(), "
-                       "scale", "calls `torch.quantize_per_tensor`"),
+    "10-open-models": ("absmax_quantize", "def absmax_quantize(w, bits=8, block_size=None):\n    scale = "
+                       "w.abs().max().item() / (2 ** (bits - 1) - 1)\n    return torch.quantize_per_tensor(w, scale, 0, "
+                       "torch.qint8).int_repr(), scale", "calls `torch.quantize_per_tensor`"),
 }
 FORBIDDEN_02_SCORE = 2.0
 # Plain `nbgrader autograde` (it executes every cell of each notebook) grades this chapter end to end;

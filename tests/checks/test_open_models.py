@@ -1,5 +1,5 @@
-"""Tests for the chapter-10 checks (grader/checks/open_models.py): weights_memory_gb, kv_cache_bytes,
-absmax_quantize, dequantize, tokenizer_fertility.
+"""Tests for the chapter-10 checks (grader/checks/open_models.py): largest_batch, tokenizer_fertility,
+dequantize, absmax_quantize.
 
 What is tested (COURSE.md, "One set of checks, three consumers"):
 - every check passes the reference solution (from the solutions notebook) and other correct ways
@@ -7,7 +7,9 @@ What is tested (COURSE.md, "One set of checks, three consumers"):
 - every check fails a stub with "not implemented yet";
 - every check fails common wrong answers, written here the way a learner would write them, and its
   feedback names the mistake;
-- the figures the checks use agree with real models (BLOOM's count from its shape, SmolLM2's config);
+- the figures the checks use agree with real models (BLOOM's count from its shape, SmolLM2's config), and
+  largest_batch's cases stay clear of boundaries that float rounding decides;
+- the per-block quantizer agrees with GGUF's own Q8_0 where their rules agree;
 - the hidden checks pass the reference and fail an answer fitted to the visible cases.
 
 The wrong answers are deliberately written out by hand, not taken from the grader's own list of
@@ -28,11 +30,11 @@ from grader.checks import open_models as checks
 
 ASSIGNMENT = "10-open-models"
 
-EXERCISES = ["weights_memory_gb", "kv_cache_bytes", "absmax_quantize", "dequantize", "tokenizer_fertility"]
+EXERCISES = ["largest_batch", "tokenizer_fertility", "dequantize", "absmax_quantize"]
 
 
 def test_points():
-    assert [grader.get_exercise(n).points for n in EXERCISES] == [1, 2, 3, 1, 2]
+    assert [grader.get_exercise(n).points for n in EXERCISES] == [2, 2, 2, 4]
 
 
 # =============================================================== the figures the checks use
@@ -53,418 +55,180 @@ def test_smollm2_count_and_shape_match_the_shipped_config():
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     assert sum(p.numel() for p in model.parameters()) == checks.SMOLLM2_135M
-    assert (config.num_hidden_layers, config.num_key_value_heads, config.head_dim) == (30, 3, 64)
-    label = checks.kv_cache_cases()[2].label
-    assert "30 layers, 3 key/value heads of 64" in label
+    assert (config.num_hidden_layers, config.num_key_value_heads, config.head_dim) == checks.SMOLLM2_SHAPE
 
 
-def test_opt_case_is_350_gb(reference):
-    assert reference_fn(reference, "weights_memory_gb")(175e9, 2) == pytest.approx(350.0)
-    assert "350 GB" in checks.weights_memory_cases()[0].label
+def _all_batch_cases(hidden_dir):
+    return checks.largest_batch_cases() + grader.hidden.load_hidden_cases("largest_batch", hidden_dir)
 
 
-def test_halfway_case_holds_exact_halves():
-    case = checks.absmax_cases()[-1]
-    x = case.args[0].double() / checks.absmax_scale(case.args[0], case.kwargs["bits"])
-    assert (x - x.floor() == 0.5).sum() == 6
+def test_batch_cases_stay_clear_of_float_boundaries(hidden_dir):
+    """Every case but the one built of exact integers on the boundary is at least 1e-4 sequences away from a
+    whole number, so a float computation in any order gives the exact answer."""
+    for case in _all_batch_cases(hidden_dir):
+        quotient = checks.batch_quotient(*case.args, **case.kwargs)
+        if "exactly on the boundary" in case.label:
+            assert quotient.denominator == 1 and all(isinstance(a, int) for a in case.args), case.label
+            continue
+        assert abs(quotient - round(quotient)) > 1e-4, case.label
 
 
-@pytest.mark.parametrize("case", checks.fertility_cases(), ids=lambda c: c.label[:40])
-def test_every_fertility_case_is_other_than_one(case):
-    assert checks.fertility(*case.args) != pytest.approx(1.0)
+def test_batch_cases_cover_each_rule(hidden_dir):
+    answers = [checks.largest_batch_exact(*c.args, **c.kwargs) for c in checks.largest_batch_cases()]
+    quotients = [checks.batch_quotient(*c.args, **c.kwargs) for c in checks.largest_batch_cases()]
+    assert any(q < 0 for q in quotients)  # the weights alone do not fit
+    assert any(0 <= q < 1 for q in quotients)  # the weights fit, one sequence does not
+    assert any(q - math.floor(q) >= 0.5 for q in quotients if q > 1)  # rounding to nearest differs
+    assert any(c.args[1] != c.args[6] for c in checks.largest_batch_cases())  # weights' and cache's formats differ
+    assert any("overhead_gb" in c.kwargs for c in checks.largest_batch_cases())
+    assert 0 in answers and max(answers) > 100
 
 
-def test_toy_kv_case_tells_every_factor_apart():
-    """On the toy case each named mistake gives its own number, none equal to the right one."""
-    case = checks.kv_cache_cases()[-1]
-    values = [case.call(m.make) for m in checks.kv_cache_mistakes()]
-    assert len(set(values)) == len(values)
-    assert checks.kv_cache(*case.args) not in values
+def test_halfway_cases_hold_exact_halves():
+    for case in checks.absmax_cases():
+        if "halves" in case.label:
+            x, _ = checks.absmax_levels(case)
+            assert (x - np.floor(x) == 0.5).sum() >= 6, case.label
 
 
-# =============================================================== weights_memory_gb
+def test_block_cases_run_across_rows():
+    """At least one visible block case has blocks that do not fit in a row, so that cutting rows fails."""
+    assert any(c.kwargs.get("block_size") and c.args[0].shape[-1] % c.kwargs["block_size"]
+               for c in checks.absmax_cases())
+    assert any(c.kwargs.get("block_size") and c.args[0].shape[-1] % c.kwargs["block_size"]
+               for c in checks.dequantize_cases())
+
+
+def test_eight_bit_blocks_match_ggufs_q8_0_where_the_rules_agree(reference):
+    """GGUF's Q8_0 (blocks of 32, absmax / 127) gives the same levels as absmax_quantize(w, 8, 32), except where
+    the two rules differ: it stores the scale in fp16, multiplies by its inverse, and rounds halves away from
+    zero. With weights whose block maxima are exact in fp16 and no value near a half, every level agrees."""
+    from gguf import GGMLQuantizationType, quants
+
+    g = torch.Generator().manual_seed(10)
+    w = torch.randint(-127, 128, (8, 64), generator=g).float() / 64  # levels of 1/64: exact in fp16
+    w.view(-1, 32)[:, 0] = 127 / 64  # every block's largest |w| is 127/64: its scale 1/64 is exact
+    q, scale = reference_fn(reference, "absmax_quantize")(w, 8, 32)
+    packed = quants.quantize(w.numpy(), GGMLQuantizationType.Q8_0).reshape(-1, 34)  # (blocks, 2 + 32 bytes)
+    gguf_scale = packed[:, :2].copy().view(np.float16)[:, 0].astype(np.float32)
+    gguf_levels = packed[:, 2:].copy().view(np.int8)
+    np.testing.assert_array_equal(scale.numpy(), gguf_scale)
+    np.testing.assert_array_equal(q.reshape(-1, 32).numpy(), gguf_levels)
+
+
+# =============================================================== largest_batch
 
 # ---- correct
 
-def memory_billions_times_bytes(n_params, bytes_per_param):
-    return n_params / 1e9 * bytes_per_param
+def batch_loop(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value, memory_gb,
+               overhead_gb=0.0):
+    """Adds sequences one at a time while they fit (slow for big batches, but the cases stay below 1,000)."""
+    per_sequence = 2 * n_layers * n_kv_heads * head_dim * seq_len * kv_bytes_per_value
+    used = n_params * bytes_per_param + overhead_gb * 1e9
+    budget = memory_gb * 1e9
+    if used > budget:
+        return 0
+    batch = 0
+    while used + (batch + 1) * per_sequence <= budget:
+        batch += 1
+    return batch
 
 
-def memory_numpy(n_params, bytes_per_param):
-    return np.multiply(n_params, bytes_per_param) / 10 ** 9  # a NumPy float: a plain float once returned
+def batch_in_gb(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value, memory_gb,
+                overhead_gb=0.0):
+    weights_gb = n_params * bytes_per_param / 1e9
+    cache_gb = n_layers * n_kv_heads * head_dim * seq_len * kv_bytes_per_value * 2 / 1e9
+    return max(0, math.floor((memory_gb - overhead_gb - weights_gb) / cache_gb))
 
 
-def memory_step_by_step(n_params, bytes_per_param):
-    total_bytes = n_params * bytes_per_param
-    bytes_per_gb = 1000 * 1000 * 1000
-    return total_bytes / bytes_per_gb
+def batch_numpy(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value, memory_gb,
+                overhead_gb=0.0):
+    room = memory_gb * 1e9 - overhead_gb * 1e9 - n_params * bytes_per_param
+    per_sequence = np.prod([2, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value], dtype=np.float64)
+    return int(np.clip(np.floor(room / per_sequence), 0, None))  # a NumPy int64 would become a plain int too
 
 
 # ---- wrong
 
-def memory_gib(n_params, bytes_per_param):
-    return n_params * bytes_per_param / 1024 ** 3
+def batch_only_keys(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value, memory_gb,
+                    overhead_gb=0.0):
+    per_sequence = n_layers * n_kv_heads * head_dim * seq_len * kv_bytes_per_value
+    room = (memory_gb - overhead_gb) * 1e9 - n_params * bytes_per_param
+    return max(0, int(room // per_sequence))
 
 
-def memory_gigabits(n_params, bytes_per_param):
-    bits = n_params * bytes_per_param * 8
-    return bits / 1e9
+def batch_gib(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value, memory_gb,
+              overhead_gb=0.0):
+    per_sequence = 2 * n_layers * n_kv_heads * head_dim * seq_len * kv_bytes_per_value
+    room = (memory_gb - overhead_gb) * 1024 ** 3 - n_params * bytes_per_param
+    return max(0, int(room // per_sequence))
 
 
-def memory_bytes(n_params, bytes_per_param):
-    return n_params * bytes_per_param
+def batch_no_overhead(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value,
+                      memory_gb, overhead_gb=0.0):
+    per_sequence = 2 * n_layers * n_kv_heads * head_dim * seq_len * kv_bytes_per_value
+    return max(0, int((memory_gb * 1e9 - n_params * bytes_per_param) // per_sequence))
 
 
-def memory_mb(n_params, bytes_per_param):
-    return n_params * bytes_per_param / 1e6
+def batch_rounds(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value, memory_gb,
+                 overhead_gb=0.0):
+    per_sequence = 2 * n_layers * n_kv_heads * head_dim * seq_len * kv_bytes_per_value
+    room = (memory_gb - overhead_gb) * 1e9 - n_params * bytes_per_param
+    return max(0, round(room / per_sequence))
 
 
-def memory_floor(n_params, bytes_per_param):
-    return n_params * bytes_per_param // 1e9
+def batch_strict(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value, memory_gb,
+                 overhead_gb=0.0):
+    per_sequence = 2 * n_layers * n_kv_heads * head_dim * seq_len * kv_bytes_per_value
+    used = n_params * bytes_per_param + overhead_gb * 1e9
+    batch = 0
+    while used + (batch + 1) * per_sequence < memory_gb * 1e9:
+        batch += 1
+    return batch
 
 
-def memory_no_bytes(n_params, bytes_per_param):
-    return n_params / 1e9
+def batch_negative(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value, memory_gb,
+                   overhead_gb=0.0):
+    per_sequence = 2 * n_layers * n_kv_heads * head_dim * seq_len * kv_bytes_per_value
+    return int(((memory_gb - overhead_gb) * 1e9 - n_params * bytes_per_param) // per_sequence)
 
 
-def memory_bytes_as_bits(n_params, bytes_per_param):
-    return n_params * (bytes_per_param / 8) / 1e9
+def batch_weights_format_for_cache(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len,
+                                   kv_bytes_per_value, memory_gb, overhead_gb=0.0):
+    per_sequence = 2 * n_layers * n_kv_heads * head_dim * seq_len * bytes_per_param
+    room = (memory_gb - overhead_gb) * 1e9 - n_params * bytes_per_param
+    return max(0, int(room // per_sequence))
 
 
-def memory_tensor(n_params, bytes_per_param):
-    return torch.tensor(n_params * bytes_per_param / 1e9)
+def batch_float(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value, memory_gb,
+                overhead_gb=0.0):
+    per_sequence = 2 * n_layers * n_kv_heads * head_dim * seq_len * kv_bytes_per_value
+    return max(0.0, ((memory_gb - overhead_gb) * 1e9 - n_params * bytes_per_param) // per_sequence)
 
 
-def memory_string(n_params, bytes_per_param):
-    return f"{n_params * bytes_per_param / 1e9:.1f} GB"
+BATCH_CORRECT = [batch_loop, batch_in_gb, batch_numpy]
 
-
-MEMORY_CORRECT = [memory_billions_times_bytes, memory_numpy, memory_step_by_step]
-
-MEMORY_MISTAKES = [
-    pytest.param(memory_gib, "(GiB) instead of 1e9", id="GiB"),
-    pytest.param(memory_gigabits, "returned gigabits", id="gigabits"),
-    pytest.param(memory_bytes, "returned bytes", id="bytes"),
-    pytest.param(memory_mb, "returned MB", id="MB"),
-    pytest.param(memory_floor, "floor division", id="floor"),
-    pytest.param(memory_no_bytes, "forgot bytes_per_param", id="no-bytes"),
-    pytest.param(memory_bytes_as_bits, "treated bytes_per_param as bits", id="bytes-as-bits"),
-    pytest.param(memory_tensor, "return a Python float (use .item())", id="tensor"),
-    pytest.param(memory_string, "returned formatted text", id="string"),
+BATCH_MISTAKES = [
+    pytest.param(batch_only_keys, "only keys counted", id="only-keys"),
+    pytest.param(batch_gib, "GiB", id="GiB"),
+    pytest.param(batch_no_overhead, "left out overhead_gb", id="no-overhead"),
+    pytest.param(batch_rounds, "rounded the batch to the nearest whole number", id="rounds"),
+    pytest.param(batch_strict, "equality taken as not fitting", id="strict"),
+    pytest.param(batch_negative, "returned a negative batch", id="negative"),
+    pytest.param(batch_weights_format_for_cache, "sized the KV cache with bytes_per_param", id="weights-format"),
+    pytest.param(batch_float, "a batch size is a whole number of sequences, an int", id="float"),
 ]
 
 
-@pytest.mark.parametrize("fn", MEMORY_CORRECT, ids=lambda f: f.__name__)
-def test_memory_accepts_other_correct_answers(fn):
-    result = check("weights_memory_gb", fn)
+@pytest.mark.parametrize("fn", BATCH_CORRECT, ids=lambda f: f.__name__)
+def test_batch_accepts_other_correct_answers(fn):
+    result = check("largest_batch", fn)
     assert result.passed, result.feedback
 
 
-@pytest.mark.parametrize("fn, phrase", MEMORY_MISTAKES)
-def test_memory_names_the_mistake(fn, phrase):
-    assert_fails_naming(check("weights_memory_gb", fn), phrase)
-
-
-def test_memory_feedback_gives_the_ratio():
-    assert "1/1.074 of the expected value" in check("weights_memory_gb", memory_gib).feedback
-
-
-# =============================================================== kv_cache_bytes
-
-# ---- correct
-
-def kv_per_token(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    per_token = 2 * n_layers * n_kv_heads * head_dim * bytes_per_value  # keys + values, every layer
-    return per_token * seq_len * batch_size
-
-
-def kv_loop_over_layers(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    total = 0
-    for _ in range(n_layers):
-        keys = batch_size * n_kv_heads * seq_len * head_dim * bytes_per_value
-        values = batch_size * n_kv_heads * seq_len * head_dim * bytes_per_value
-        total += keys + values
-    return total
-
-
-def kv_math_prod(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    return math.prod([2, n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value])
-
-
-def kv_numpy_int(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    return np.prod(np.array([2, n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value],
-                            dtype=np.int64))
-
-
-# ---- wrong
-
-def kv_only_keys(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    return n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value
-
-
-def kv_one_layer(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    return 2 * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value
-
-
-def kv_no_batch(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    return 2 * n_layers * n_kv_heads * head_dim * seq_len * bytes_per_value
-
-
-def kv_values_not_bytes(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    return 2 * n_layers * n_kv_heads * head_dim * seq_len * batch_size
-
-
-def kv_in_gb(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    return 2 * n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value / 1e9
-
-
-def kv_float(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    return 2.0 * n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value
-
-
-def kv_with_queries(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    q = k = v = n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value
-    return q + k + v
-
-
-KV_CORRECT = [kv_per_token, kv_loop_over_layers, kv_math_prod, kv_numpy_int]
-
-KV_MISTAKES = [
-    pytest.param(kv_only_keys, "only keys counted", id="only-keys"),
-    pytest.param(kv_one_layer, "forgot n_layers", id="one-layer"),
-    pytest.param(kv_no_batch, "forgot batch_size", id="no-batch"),
-    pytest.param(kv_values_not_bytes, "multiply by bytes_per_value", id="values-not-bytes"),
-    pytest.param(kv_in_gb, "returned GB", id="GB"),
-    pytest.param(kv_float, "the number of bytes is an int", id="float"),
-    pytest.param(kv_with_queries, "cached the queries too", id="queries"),
-]
-
-
-@pytest.mark.parametrize("fn", KV_CORRECT, ids=lambda f: f.__name__)
-def test_kv_accepts_other_correct_answers(fn):
-    result = check("kv_cache_bytes", fn)
-    assert result.passed, result.feedback
-
-
-@pytest.mark.parametrize("fn, phrase", KV_MISTAKES)
-def test_kv_names_the_mistake(fn, phrase):
-    assert_fails_naming(check("kv_cache_bytes", fn), phrase)
-
-
-# =============================================================== absmax_quantize
-
-# ---- correct
-
-def absmax_multiply_by_inverse(w, bits=8):
-    levels = 2 ** (bits - 1) - 1
-    largest = float(w.abs().max())
-    q = torch.round(w * (levels / largest))  # multiplies instead of dividing: differs in the last bit
-    return q.to(torch.int8), largest / levels
-
-
-def absmax_numpy(w, bits=8):
-    levels = 2 ** (bits - 1) - 1
-    scale = float(np.abs(w.numpy()).max()) / levels
-    q = np.rint(w.numpy() / scale).astype(np.int8)  # rint: halves to even, like torch.round
-    return torch.from_numpy(q), scale
-
-
-def absmax_clamp_to_int8_range(w, bits=8):
-    n = 2 ** (bits - 1) - 1
-    scale = w.abs().amax().item() / n
-    return (w / scale).round().clamp(-128, 127).to(torch.int8), scale
-
-
-def absmax_float64(w, bits=8):
-    scale = w.double().abs().max().item() / (2 ** (bits - 1) - 1)
-    return (w.double() / scale).round().to(torch.int8), scale
-
-
-# ---- wrong
-
-def absmax_divides_by_128(w, bits=8):
-    scale = w.abs().max().item() / 2 ** (bits - 1)
-    return torch.round(w / scale).to(torch.int8), scale
-
-
-def absmax_mean_scale(w, bits=8):
-    n = 2 ** (bits - 1) - 1
-    scale = w.abs().mean().item() / n
-    return torch.round(w / scale).clamp(-n, n).to(torch.int8), scale
-
-
-def absmax_float_q(w, bits=8):
-    n = 2 ** (bits - 1) - 1
-    scale = w.abs().max().item() / n
-    return torch.round(w / scale), scale
-
-
-def absmax_truncates(w, bits=8):
-    n = 2 ** (bits - 1) - 1
-    scale = w.abs().max().item() / n
-    return (w / scale).to(torch.int8), scale
-
-
-def absmax_half_up(w, bits=8):
-    n = 2 ** (bits - 1) - 1
-    scale = w.abs().max().item() / n
-    return torch.floor(w / scale + 0.5).to(torch.int8), scale
-
-
-def absmax_max_not_abs(w, bits=8):
-    n = 2 ** (bits - 1) - 1
-    scale = w.max().item() / n
-    return torch.round(w / scale).clamp(-n, n).to(torch.int8), scale
-
-
-def absmax_ignores_bits(w, bits=8):
-    scale = w.abs().max().item() / 127
-    return torch.round(w / scale).to(torch.int8), scale
-
-
-def absmax_tensor_scale(w, bits=8):
-    scale = w.abs().max() / (2 ** (bits - 1) - 1)
-    return torch.round(w / scale).to(torch.int8), scale
-
-
-def absmax_per_row(w, bits=8):
-    scale = w.abs().amax(dim=-1, keepdim=True) / (2 ** (bits - 1) - 1)
-    return torch.round(w / scale).to(torch.int8), scale
-
-
-def absmax_unsigned(w, bits=8):
-    scale = w.abs().max().item() / (2 ** (bits - 1) - 1)
-    return torch.round(w / scale).to(torch.uint8), scale
-
-
-def absmax_unsigned_range(w, bits=8):
-    scale = w.abs().max().item() / (2 ** bits - 1)
-    return torch.round(w / scale).to(torch.int8), scale
-
-
-def absmax_python_round(w, bits=8):
-    scale = w.abs().max().item() / (2 ** (bits - 1) - 1)
-    return torch.tensor([round(x / scale) for x in w.flatten().tolist()]).view(w.shape), scale  # int64
-
-
-def absmax_returns_the_round_trip(w, bits=8):
-    scale = w.abs().max() / (2 ** (bits - 1) - 1)
-    return torch.round(w / scale) * scale
-
-
-ABSMAX_CORRECT = [absmax_multiply_by_inverse, absmax_numpy, absmax_clamp_to_int8_range, absmax_float64]
-
-ABSMAX_MISTAKES = [
-    pytest.param(absmax_divides_by_128, "one level outside the range; in int8, 128 overflows", id="divide-by-128"),
-    pytest.param(absmax_mean_scale, "scale from the mean of |w| instead of the max", id="mean"),
-    pytest.param(absmax_float_q, "returned a float tensor instead of int8", id="float-q"),
-    pytest.param(absmax_truncates, "truncated instead of rounding", id="truncation"),
-    pytest.param(absmax_half_up, "rounded halves up", id="half-up"),
-    pytest.param(absmax_max_not_abs, "w.max() instead of w.abs().max()", id="max-not-abs"),
-    pytest.param(absmax_ignores_bits, "ignored `bits`", id="ignores-bits"),
-    pytest.param(absmax_tensor_scale, "return a Python float (scale.item())", id="tensor-scale"),
-    pytest.param(absmax_per_row, "one scale per row or column", id="per-row"),
-    pytest.param(absmax_unsigned, "stored q as unsigned (torch.uint8)", id="uint8"),
-    pytest.param(absmax_unsigned_range, "that is the unsigned range", id="unsigned-range"),
-    pytest.param(absmax_python_round, "q stored as torch.int64", id="int64"),
-    pytest.param(absmax_returns_the_round_trip, "return the pair (q, scale)", id="round-trip"),
-]
-
-
-@pytest.mark.parametrize("fn", ABSMAX_CORRECT, ids=lambda f: f.__name__)
-def test_absmax_accepts_other_correct_answers(fn):
-    result = check("absmax_quantize", fn)
-    assert result.passed, result.feedback
-
-
-@pytest.mark.parametrize("fn, phrase", ABSMAX_MISTAKES)
-def test_absmax_names_the_mistake(fn, phrase):
-    assert_fails_naming(check("absmax_quantize", fn), phrase)
-
-
-def test_absmax_divide_by_128_is_named_once_over_different_bits():
-    result = check("absmax_quantize", absmax_divides_by_128)
-    assert len(result.mistakes) == 1 and result.feedback.count("Likely mistake") == 1
-
-
-def test_absmax_changing_w_in_place_fails():
-    def in_place(w, bits=8):
-        scale = w.abs().max().item() / (2 ** (bits - 1) - 1)
-        w /= scale
-        return w.round_().to(torch.int8), scale
-
-    assert_fails_naming(check("absmax_quantize", in_place), "in place")
-
-
-# =============================================================== dequantize
-
-# ---- correct
-
-def dequantize_mul(q, scale):
-    return torch.mul(q.to(torch.float32), scale)
-
-
-def dequantize_via_float64(q, scale):
-    return (q.double() * scale).float()
-
-
-def dequantize_tensor_scale(q, scale):
-    return q * torch.tensor(scale, dtype=torch.float32)  # int8 * float32 promotes to float32
-
-
-# ---- wrong
-
-def dequantize_divides(q, scale):
-    return q.float() / scale
-
-
-def dequantize_no_scale(q, scale):
-    return q.float()
-
-
-def dequantize_float64(q, scale):
-    return q.double() * scale
-
-
-def dequantize_unsigned(q, scale):
-    return q.to(torch.uint8).float() * scale
-
-
-def dequantize_rounds(q, scale):
-    return (q.float() * scale).round()
-
-
-def dequantize_int(q, scale):
-    return (q * scale).to(torch.int32)
-
-
-def dequantize_in_place(q, scale):
-    q *= scale
-    return q
-
-
-DEQUANTIZE_CORRECT = [dequantize_mul, dequantize_via_float64, dequantize_tensor_scale]
-
-DEQUANTIZE_MISTAKES = [
-    pytest.param(dequantize_divides, "divided by the scale", id="divides"),
-    pytest.param(dequantize_no_scale, "forgot to multiply by the scale", id="no-scale"),
-    pytest.param(dequantize_float64, "torch.float64 instead of float32", id="float64"),
-    pytest.param(dequantize_unsigned, "read q as unsigned", id="uint8"),
-    pytest.param(dequantize_rounds, "rounded the result", id="rounds"),
-    pytest.param(dequantize_int, "returned integers", id="int"),
-    pytest.param(dequantize_in_place, "cannot store floats", id="in-place"),
-]
-
-
-@pytest.mark.parametrize("fn", DEQUANTIZE_CORRECT, ids=lambda f: f.__name__)
-def test_dequantize_accepts_other_correct_answers(fn):
-    result = check("dequantize", fn)
-    assert result.passed, result.feedback
-
-
-@pytest.mark.parametrize("fn, phrase", DEQUANTIZE_MISTAKES)
-def test_dequantize_names_the_mistake(fn, phrase):
-    assert_fails_naming(check("dequantize", fn), phrase)
+@pytest.mark.parametrize("fn, phrase", BATCH_MISTAKES)
+def test_batch_names_the_mistake(fn, phrase):
+    assert_fails_naming(check("largest_batch", fn), phrase)
 
 
 # =============================================================== tokenizer_fertility
@@ -553,6 +317,427 @@ def test_fertility_names_the_mistake(fn, phrase):
     assert_fails_naming(check("tokenizer_fertility", fn), phrase)
 
 
+# =============================================================== dequantize
+
+# ---- correct
+
+def dequantize_repeat_interleave(q, scale, block_size=None):
+    if block_size is None:
+        if isinstance(scale, torch.Tensor):
+            raise ValueError("a tensor of scales needs a block_size")
+        return torch.mul(q.to(torch.float32), scale)
+    if not torch.is_tensor(scale) or q.numel() % block_size or len(scale) * block_size != q.numel():
+        raise ValueError("scale and block_size do not match q")
+    return (q.flatten().float() * scale.repeat_interleave(block_size)).view(q.shape)
+
+
+def dequantize_loop_over_blocks(q, scale, block_size=None):
+    if block_size is None:
+        if not isinstance(scale, (int, float)):
+            raise ValueError("per tensor, scale is one number")
+        return (q.double() * scale).float()
+    if isinstance(scale, float) or q.numel() % block_size != 0 or scale.numel() != q.numel() // block_size:
+        raise ValueError("scale and block_size do not match q")
+    flat = q.flatten().float()
+    out = torch.empty_like(flat)
+    for i in range(len(scale)):
+        out[i * block_size:(i + 1) * block_size] = flat[i * block_size:(i + 1) * block_size] * scale[i]
+    return out.reshape(q.shape)
+
+
+# ---- wrong
+
+def dequantize_divides(q, scale, block_size=None):
+    if block_size is None:
+        if not isinstance(scale, float):
+            raise ValueError("float")
+        return q.float() / scale
+    if not isinstance(scale, torch.Tensor) or q.numel() % block_size or scale.numel() != q.numel() // block_size:
+        raise ValueError("blocks")
+    return (q.reshape(-1, block_size).float() / scale[:, None]).reshape(q.shape)
+
+
+def dequantize_tiled(q, scale, block_size=None):
+    if block_size is None:
+        if not isinstance(scale, float):
+            raise ValueError("float")
+        return q.float() * scale
+    if not isinstance(scale, torch.Tensor) or q.numel() % block_size or scale.numel() != q.numel() // block_size:
+        raise ValueError("blocks")
+    return (q.flatten().float() * scale.repeat(block_size)).reshape(q.shape)
+
+
+def dequantize_no_checks(q, scale, block_size=None):
+    if block_size is None:
+        return q.float() * scale
+    return (q.reshape(-1, block_size).float() * scale[:, None]).reshape(q.shape)
+
+
+def dequantize_per_row_blocks(q, scale, block_size=None):
+    if block_size is None:
+        if not isinstance(scale, float):
+            raise ValueError("float")
+        return q.float() * scale
+    if not isinstance(scale, torch.Tensor) or q.numel() % block_size or scale.numel() != q.numel() // block_size:
+        raise ValueError("blocks")
+    blocks = q.reshape(*q.shape[:-1], -1, block_size).float()  # cuts each row: fails when a block crosses rows
+    return (blocks * scale.reshape(*blocks.shape[:-1], 1)).reshape(q.shape)
+
+
+def dequantize_float64(q, scale, block_size=None):
+    if block_size is None:
+        if not isinstance(scale, float):
+            raise ValueError("float")
+        return q.double() * scale
+    if not isinstance(scale, torch.Tensor) or q.numel() % block_size or scale.numel() != q.numel() // block_size:
+        raise ValueError("blocks")
+    return (q.reshape(-1, block_size).double() * scale.double()[:, None]).reshape(q.shape)
+
+
+def dequantize_unsigned(q, scale, block_size=None):
+    if block_size is None:
+        if not isinstance(scale, float):
+            raise ValueError("float")
+        return q.to(torch.uint8).float() * scale
+    if not isinstance(scale, torch.Tensor) or q.numel() % block_size or scale.numel() != q.numel() // block_size:
+        raise ValueError("blocks")
+    return (q.to(torch.uint8).reshape(-1, block_size).float() * scale[:, None]).reshape(q.shape)
+
+
+def dequantize_in_place(q, scale, block_size=None):
+    if block_size is None:
+        if not isinstance(scale, float):
+            raise ValueError("float")
+        q *= scale
+        return q
+    if not isinstance(scale, torch.Tensor) or q.numel() % block_size or scale.numel() != q.numel() // block_size:
+        raise ValueError("blocks")
+    return (q.reshape(-1, block_size).float() * scale[:, None]).reshape(q.shape)
+
+
+DEQUANTIZE_CORRECT = [dequantize_repeat_interleave, dequantize_loop_over_blocks]
+
+DEQUANTIZE_MISTAKES = [
+    pytest.param(dequantize_divides, "divided by the scale", id="divides"),
+    pytest.param(dequantize_tiled, "each scale applied to every n_blocks-th element", id="tiled"),
+    pytest.param(dequantize_no_checks, "raise ValueError yourself", id="no-checks"),
+    pytest.param(dequantize_per_row_blocks, "a block need not fit in a row", id="per-row"),
+    pytest.param(dequantize_float64, "torch.float64 instead of float32", id="float64"),
+    pytest.param(dequantize_unsigned, "read q as unsigned", id="uint8"),
+    pytest.param(dequantize_in_place, "cannot store floats", id="in-place"),
+]
+
+
+@pytest.mark.parametrize("fn", DEQUANTIZE_CORRECT, ids=lambda f: f.__name__)
+def test_dequantize_accepts_other_correct_answers(fn):
+    result = check("dequantize", fn)
+    assert result.passed, result.feedback
+
+
+@pytest.mark.parametrize("fn, phrase", DEQUANTIZE_MISTAKES)
+def test_dequantize_names_the_mistake(fn, phrase):
+    assert_fails_naming(check("dequantize", fn), phrase)
+
+
+# =============================================================== absmax_quantize
+
+# ---- correct
+
+def absmax_multiply_by_inverse(w, bits=8, block_size=None):
+    levels = 2 ** (bits - 1) - 1
+    if block_size is None:
+        largest = float(w.abs().max())
+        if largest == 0:
+            return torch.zeros_like(w, dtype=torch.int8), 0.0
+        return torch.round(w * (levels / largest)).to(torch.int8), largest / levels  # the last bit may differ
+    if w.numel() % block_size:
+        raise ValueError("not whole blocks")
+    blocks = w.flatten().view(-1, block_size)
+    scale = blocks.abs().max(dim=1).values / levels
+    inverse = torch.where(scale == 0, torch.zeros_like(scale), 1 / scale)
+    return torch.round(blocks * inverse[:, None]).to(torch.int8).view(w.shape), scale
+
+
+def absmax_numpy(w, bits=8, block_size=None):
+    top = 2 ** (bits - 1) - 1
+    a = w.numpy()
+    groups = a.reshape(1, -1) if block_size is None else a.reshape(-1, block_size) if a.size % block_size == 0 else None
+    if groups is None:
+        raise ValueError("w does not split into whole blocks")
+    scale = (np.abs(groups).max(axis=1) / top).astype(np.float64 if block_size is None else np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.nan_to_num(np.rint(groups / scale[:, None]))  # rint: halves to even, like torch.round
+    q = torch.from_numpy(q.astype(np.int8).reshape(a.shape))
+    return (q, float(scale[0])) if block_size is None else (q, torch.from_numpy(scale))
+
+
+def absmax_loop_over_blocks(w, bits=8, block_size=None):
+    n = 2 ** (bits - 1) - 1
+    flat = w.flatten()
+    size = flat.numel() if block_size is None else block_size
+    if flat.numel() % size:
+        raise ValueError("not whole blocks")
+    q = torch.zeros(flat.shape, dtype=torch.int8)
+    scales = []
+    for start in range(0, flat.numel(), size):
+        block = flat[start:start + size]
+        scale = block.abs().max() / n
+        if scale > 0:
+            q[start:start + size] = (block / scale).round().clamp(-128, 127).to(torch.int8)
+        scales.append(scale)
+    if block_size is None:
+        return q.view(w.shape), scales[0].item()
+    return q.view(w.shape), torch.stack(scales)
+
+
+def absmax_float64(w, bits=8, block_size=None):
+    top = 2 ** (bits - 1) - 1
+    if block_size is None:
+        scale = w.double().abs().max().item() / top
+        return (w.double() / scale).nan_to_num().round().to(torch.int8), scale
+    if w.numel() % block_size:
+        raise ValueError("not whole blocks")
+    blocks = w.double().reshape(-1, block_size)
+    scale = (blocks.abs().amax(dim=1) / top).float()
+    q = (blocks / scale.double()[:, None]).nan_to_num().round().to(torch.int8)
+    return q.reshape(w.shape), scale
+
+
+# ---- wrong (each written in full, the way a learner would, with the rest right)
+
+def _absmax(w, bits=8, block_size=None, divisor=None, rounding=torch.round, layout="flat", scale_dtype=torch.float32,
+            one_scale=False):
+    divisor = 2 ** (bits - 1) - 1 if divisor is None else divisor
+    if block_size is None or one_scale:
+        largest = w.abs().max().item()
+        scale = largest / divisor
+        q = rounding(w / scale) if largest else torch.zeros_like(w)
+        return q.to(torch.int8), scale
+    if w.numel() % block_size:
+        raise ValueError("not whole blocks")
+    blocks = {"flat": lambda: w.reshape(-1, block_size), "columns": lambda: w.T.reshape(-1, block_size),
+              "strided": lambda: w.reshape(block_size, -1).T}[layout]()
+    scale = blocks.abs().amax(dim=1) / divisor
+    step = torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]
+    q = rounding(blocks / step).to(torch.int8)
+    q = {"flat": lambda: q.reshape(w.shape), "columns": lambda: q.reshape(w.T.shape).T,
+         "strided": lambda: q.T.reshape(w.shape)}[layout]()
+    return q, scale.to(scale_dtype)
+
+
+def absmax_divides_by_128(w, bits=8, block_size=None):
+    return _absmax(w, bits, block_size, divisor=2 ** (bits - 1))
+
+
+def absmax_one_scale(w, bits=8, block_size=None):
+    if block_size is not None and w.numel() % block_size:
+        raise ValueError("not whole blocks")
+    return _absmax(w, bits, block_size, one_scale=True)
+
+
+def absmax_columns(w, bits=8, block_size=None):
+    if w.dim() != 2:
+        return _absmax(w, bits, block_size)
+    return _absmax(w, bits, block_size, layout="columns")
+
+
+def absmax_strided(w, bits=8, block_size=None):
+    return _absmax(w, bits, block_size, layout="strided")
+
+
+def absmax_per_row(w, bits=8, block_size=None):
+    if block_size is None:
+        return _absmax(w, bits)
+    if w.numel() % block_size:
+        raise ValueError("not whole blocks")
+    rows = w.reshape(w.shape[0], -1)
+    scale = rows.abs().amax(dim=1) / (2 ** (bits - 1) - 1)
+    q = torch.round(rows / torch.where(scale > 0, scale, torch.ones_like(scale))[:, None])
+    return q.to(torch.int8).reshape(w.shape), scale
+
+
+def absmax_half_away(w, bits=8, block_size=None):
+    return _absmax(w, bits, block_size, rounding=lambda x: torch.sign(x) * torch.floor(x.abs() + 0.5))
+
+
+def absmax_scale_float64(w, bits=8, block_size=None):
+    return _absmax(w, bits, block_size, scale_dtype=torch.float64)
+
+
+def absmax_truncates(w, bits=8, block_size=None):
+    return _absmax(w, bits, block_size, rounding=lambda x: x)  # .to(torch.int8) truncates toward zero
+
+
+def absmax_half_up(w, bits=8, block_size=None):
+    return _absmax(w, bits, block_size, rounding=lambda x: torch.floor(x + 0.5))
+
+
+def absmax_q4_0(w, bits=8, block_size=None):
+    """GGUF's Q4_0 rule at every bits: the signed extreme over -2^(bits-1), levels -2^(bits-1)..2^(bits-1)-1."""
+    top = 2 ** (bits - 1)
+    groups = w.reshape(1, -1) if block_size is None else w.reshape(-1, block_size)
+    extreme = groups.gather(1, groups.abs().argmax(dim=1, keepdim=True))[:, 0]
+    scale = extreme / -top
+    step = torch.where(scale != 0, scale, torch.ones_like(scale))[:, None]
+    q = torch.round(groups / step).clamp(-top, top - 1).to(torch.int8).reshape(w.shape)
+    return (q, scale.item()) if block_size is None else (q, scale)
+
+
+def absmax_zero_block_nan(w, bits=8, block_size=None):
+    """0 / 0 in an all-zero block, the NaN levels cast to int8 as some platforms do (to -128)."""
+    n = 2 ** (bits - 1) - 1
+    if block_size is None:
+        scale = w.abs().max().item() / n
+        return torch.round(w / scale).nan_to_num(-128.0).to(torch.int8), scale
+    if w.numel() % block_size:
+        raise ValueError("not whole blocks")
+    blocks = w.reshape(-1, block_size)
+    scale = blocks.abs().amax(dim=1) / n
+    q = torch.round(blocks / scale[:, None]).nan_to_num(-128.0).to(torch.int8)
+    return q.reshape(w.shape), scale
+
+
+def absmax_zero_block_scale_one(w, bits=8, block_size=None):
+    q, scale = _absmax(w, bits, block_size)
+    if block_size is not None:
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    return q, scale
+
+
+def absmax_no_value_error(w, bits=8, block_size=None):
+    if block_size is None:
+        return _absmax(w, bits)
+    flat = w.flatten()
+    pad = (-flat.numel()) % block_size
+    padded = torch.cat([flat, flat.new_zeros(pad)])
+    q, scale = _absmax(padded, bits, block_size)
+    return q[:flat.numel()].reshape(w.shape), scale
+
+
+def absmax_mean_scale(w, bits=8, block_size=None):
+    n = 2 ** (bits - 1) - 1
+    scale = w.abs().mean().item() / n
+    return torch.round(w / scale).clamp(-n, n).to(torch.int8), scale
+
+
+def absmax_float_q(w, bits=8, block_size=None):
+    q, scale = _absmax(w, bits, block_size)
+    return q.float(), scale
+
+
+def absmax_max_not_abs(w, bits=8, block_size=None):
+    n = 2 ** (bits - 1) - 1
+    if block_size is None:
+        scale = w.max().item() / n
+        return torch.round(w / scale).clamp(-n, n).to(torch.int8), scale
+    return _absmax(w, bits, block_size)
+
+
+def absmax_ignores_bits(w, bits=8, block_size=None):
+    return _absmax(w, 8, block_size)
+
+
+def absmax_tensor_scale(w, bits=8, block_size=None):
+    q, scale = _absmax(w, bits, block_size)
+    return q, torch.tensor(scale) if block_size is None else scale
+
+
+def absmax_unsigned(w, bits=8, block_size=None):
+    q, scale = _absmax(w, bits, block_size)
+    return q.to(torch.uint8), scale
+
+
+def absmax_returns_the_round_trip(w, bits=8, block_size=None):
+    q, scale = _absmax(w, bits, block_size)
+    return q.float() * (scale if block_size is None else scale.repeat_interleave(block_size).view(w.shape))
+
+
+ABSMAX_CORRECT = [absmax_multiply_by_inverse, absmax_numpy, absmax_loop_over_blocks, absmax_float64]
+
+ABSMAX_MISTAKES = [
+    pytest.param(absmax_divides_by_128, "one level outside the range; in int8, 128 overflows", id="divide-by-128"),
+    pytest.param(absmax_one_scale, "one scale for the whole tensor although block_size was given", id="one-scale"),
+    pytest.param(absmax_columns, "blocks cut down the columns", id="columns"),
+    pytest.param(absmax_strided, "blocks of every n_blocks-th element", id="strided"),
+    pytest.param(absmax_per_row, "one scale per row instead of per block", id="per-row"),
+    pytest.param(absmax_half_away, "rounded halves away from zero", id="half-away"),
+    pytest.param(absmax_scale_float64, "scales stored as torch.float64", id="scale-float64"),
+    pytest.param(absmax_truncates, "truncated instead of rounding", id="truncation"),
+    pytest.param(absmax_half_up, "rounded halves up", id="half-up"),
+    pytest.param(absmax_q4_0, "Q4_0's rule", id="q4_0"),
+    pytest.param(absmax_zero_block_nan, "divided 0 by 0", id="zero-block-nan"),
+    pytest.param(absmax_zero_block_scale_one, "an all-zero block got a nonzero scale", id="zero-block-scale"),
+    pytest.param(absmax_no_value_error, "no check that w splits into whole blocks", id="no-value-error"),
+    pytest.param(absmax_mean_scale, "scale from the mean of |w|", id="mean"),
+    pytest.param(absmax_float_q, "returned a float tensor instead of int8", id="float-q"),
+    pytest.param(absmax_max_not_abs, "the largest w instead of the largest |w|", id="max-not-abs"),
+    pytest.param(absmax_ignores_bits, "ignored `bits`", id="ignores-bits"),
+    pytest.param(absmax_tensor_scale, "without block_size it is a Python float", id="tensor-scale"),
+    pytest.param(absmax_unsigned, "stored q as unsigned (torch.uint8)", id="uint8"),
+    pytest.param(absmax_returns_the_round_trip, "return the pair (q, scale)", id="round-trip"),
+]
+
+
+@pytest.mark.parametrize("fn", ABSMAX_CORRECT, ids=lambda f: f.__name__)
+def test_absmax_accepts_other_correct_answers(fn):
+    result = check("absmax_quantize", fn)
+    assert result.passed, result.feedback
+
+
+@pytest.mark.parametrize("fn, phrase", ABSMAX_MISTAKES)
+def test_absmax_names_the_mistake(fn, phrase):
+    assert_fails_naming(check("absmax_quantize", fn), phrase)
+
+
+def test_absmax_divide_by_128_is_named_once_over_different_bits_and_modes():
+    result = check("absmax_quantize", absmax_divides_by_128)
+    assert len(result.mistakes) == 1 and result.feedback.count("Likely mistake") == 1
+
+
+def test_the_old_signature_is_told_to_take_block_size():
+    def absmax_quantize(w, bits=8):
+        return _absmax(w, bits)
+
+    def dequantize(q, scale):
+        return q.float() * scale
+
+    assert_fails_naming(check("absmax_quantize", absmax_quantize), "the function takes block_size")
+    assert_fails_naming(check("dequantize", dequantize), "the function takes block_size")
+
+
+def test_absmax_changing_w_in_place_fails():
+    def in_place(w, bits=8, block_size=None):
+        q, scale = _absmax(w, bits, block_size)
+        w.zero_()
+        return q, scale
+
+    assert_fails_naming(check("absmax_quantize", in_place), "in place")
+
+
+@pytest.mark.parametrize("call", [
+    lambda w, bits, scale: torch.quantize_per_tensor(w, scale, 0, torch.qint8).int_repr(),
+    lambda w, bits, scale: torch.from_numpy(__import__("gguf").quants.quantize(
+        w.reshape(-1, 32).numpy(), __import__("gguf").GGMLQuantizationType.Q8_0)),
+    lambda w, bits, scale: torch.from_numpy(__import__("gguf").quants.Q8_0.quantize(w.reshape(-1, 32).numpy())),
+], ids=["torch", "gguf", "gguf-Q8_0"])
+def test_absmax_refuses_the_library_quantizers(call):
+    def absmax_quantize(w, bits=8, block_size=None):
+        scale = w.abs().max().item() / (2 ** (bits - 1) - 1)
+        return call(w, bits, scale), scale
+
+    result = check("absmax_quantize", absmax_quantize)
+    assert not result.passed
+    assert any("which this exercise asks you to build yourself" in m for m in result.mistakes), result.feedback
+
+
+def test_the_gguf_quantizers_are_restored_after_a_check(reference):
+    from gguf import quants
+
+    before = (quants.quantize, vars(quants.Q8_0).get("quantize"), vars(quants.Q4_0).get("quantize"))
+    check("absmax_quantize", reference_fn(reference, "absmax_quantize"))
+    assert (quants.quantize, vars(quants.Q8_0).get("quantize"), vars(quants.Q4_0).get("quantize")) == before
+
+
 def test_case_tokenizers_pickle():
     """Cases are built in the grading process and sent to a child process."""
     import pickle
@@ -583,13 +768,22 @@ def _fitted(name, reference):
         return repr([(tuple(a.shape), round(float(a.double().sum()), 4)) if isinstance(a, torch.Tensor)
                      else (a if isinstance(a, (int, float, str, list)) else type(a).__name__) for a in args])
 
-    table = {key(case.args + tuple(case.kwargs.values())): case.call(fn)
+    def lookup(case):
+        try:
+            return case.call(fn)
+        except ValueError as err:
+            return err
+
+    table = {key(case.args + tuple(case.kwargs.values())): lookup(case)
              for case in grader.get_exercise(name).make_cases()}
-    fallback = {"absmax_quantize": lambda w, bits=8: (torch.zeros_like(w, dtype=torch.int8), 1.0),
-                "dequantize": lambda q, s: torch.zeros(q.shape)}.get(name, lambda *a, **k: 0.0)
+    fallback = {"absmax_quantize": lambda w, bits=8, block_size=None: (torch.zeros_like(w, dtype=torch.int8), 1.0),
+                "dequantize": lambda q, s, block_size=None: torch.zeros(q.shape),
+                "largest_batch": lambda *a, **k: 3}.get(name, lambda *a, **k: 0.0)
 
     def fitted(*args, **kwargs):
         found = table.get(key(args + tuple(kwargs.values())))
+        if isinstance(found, ValueError):
+            raise found
         return found if found is not None else fallback(*args, **kwargs)
 
     return fitted
@@ -602,17 +796,22 @@ def test_fitted_answer_passes_the_visible_check(reference, name):
 
 @pytest.mark.parametrize("name", EXERCISES)
 def test_hidden_checks_pass_other_correct_answers(hidden_dir, name, capsys):
-    right = {"weights_memory_gb": memory_numpy, "kv_cache_bytes": kv_loop_over_layers,
-             "absmax_quantize": absmax_multiply_by_inverse, "dequantize": dequantize_via_float64,
-             "tokenizer_fertility": fertility_joined_words}[name]
+    right = {"largest_batch": batch_numpy, "tokenizer_fertility": fertility_joined_words,
+             "dequantize": dequantize_loop_over_blocks, "absmax_quantize": absmax_multiply_by_inverse}[name]
     grader.hidden.run_hidden(name, right)
     assert "hidden tests passed" in capsys.readouterr().out
 
 
-def test_hidden_checks_name_the_mistake(hidden_dir):
+@pytest.mark.parametrize("name, wrong, phrase", [
+    ("largest_batch", batch_only_keys, "only keys counted"),
+    ("dequantize", dequantize_tiled, "each scale applied to every n_blocks-th element"),
+    ("absmax_quantize", absmax_one_scale, "one scale for the whole tensor although block_size was given"),
+    ("absmax_quantize", absmax_divides_by_128, "one level outside the range"),
+])
+def test_hidden_checks_name_the_mistake(hidden_dir, name, wrong, phrase):
     with pytest.raises(AssertionError) as info:
-        grader.hidden.run_hidden("kv_cache_bytes", kv_only_keys)
-    assert "only keys counted" in str(info.value)
+        grader.hidden.run_hidden(name, wrong)
+    assert phrase in str(info.value)
 
 
 def test_hidden_fertility_cases_are_other_than_one(hidden_dir):
@@ -628,31 +827,39 @@ class TestChapterContract(ChapterContract):
     HIDDEN_WRONG_NAMES_A_MISTAKE = False  # a fitted answer returns a constant off the visible cases
 
     NAMED_MISTAKES = [  # less obvious mistakes: every failing case still names one
-        pytest.param("weights_memory_gb", memory_gib, id="memory-GiB"),
-        pytest.param("weights_memory_gb", memory_floor, id="memory-floor"),
-        pytest.param("weights_memory_gb", memory_tensor, id="memory-tensor"),
-        pytest.param("kv_cache_bytes", kv_only_keys, id="kv-only-keys"),
-        pytest.param("kv_cache_bytes", kv_float, id="kv-float"),
-        pytest.param("absmax_quantize", absmax_divides_by_128, id="absmax-128"),
-        pytest.param("absmax_quantize", absmax_mean_scale, id="absmax-mean"),
-        pytest.param("absmax_quantize", absmax_truncates, id="absmax-truncates"),
-        pytest.param("absmax_quantize", absmax_float_q, id="absmax-float"),
-        pytest.param("absmax_quantize", absmax_max_not_abs, id="absmax-max-not-abs"),
-        pytest.param("absmax_quantize", absmax_half_up, id="absmax-half-up"),
-        pytest.param("absmax_quantize", absmax_unsigned, id="absmax-uint8"),
-        pytest.param("absmax_quantize", absmax_returns_the_round_trip, id="absmax-round-trip"),
-        pytest.param("dequantize", dequantize_float64, id="dequantize-float64"),
-        pytest.param("dequantize", dequantize_unsigned, id="dequantize-uint8"),
+        pytest.param("largest_batch", batch_only_keys, id="batch-only-keys"),
+        pytest.param("largest_batch", batch_gib, id="batch-GiB"),
+        pytest.param("largest_batch", batch_rounds, id="batch-rounds"),
+        pytest.param("largest_batch", batch_negative, id="batch-negative"),
+        pytest.param("largest_batch", batch_float, id="batch-float"),
         pytest.param("tokenizer_fertility", fertility_mean_of_ratios, id="fertility-mean-of-ratios"),
         pytest.param("tokenizer_fertility", fertility_split_on_space, id="fertility-split-space"),
         pytest.param("tokenizer_fertility", fertility_per_character, id="fertility-per-character"),
+        pytest.param("dequantize", dequantize_tiled, id="dequantize-tiled"),
+        pytest.param("dequantize", dequantize_no_checks, id="dequantize-no-checks"),
+        pytest.param("dequantize", dequantize_per_row_blocks, id="dequantize-per-row"),
+        pytest.param("dequantize", dequantize_float64, id="dequantize-float64"),
+        pytest.param("dequantize", dequantize_unsigned, id="dequantize-uint8"),
+        pytest.param("absmax_quantize", absmax_divides_by_128, id="absmax-128"),
+        pytest.param("absmax_quantize", absmax_one_scale, id="absmax-one-scale"),
+        pytest.param("absmax_quantize", absmax_columns, id="absmax-columns"),
+        pytest.param("absmax_quantize", absmax_strided, id="absmax-strided"),
+        pytest.param("absmax_quantize", absmax_per_row, id="absmax-per-row"),
+        pytest.param("absmax_quantize", absmax_half_away, id="absmax-half-away"),
+        pytest.param("absmax_quantize", absmax_scale_float64, id="absmax-scale-float64"),
+        pytest.param("absmax_quantize", absmax_q4_0, id="absmax-q4_0"),
+        pytest.param("absmax_quantize", absmax_zero_block_nan, id="absmax-zero-block-nan"),
+        pytest.param("absmax_quantize", absmax_no_value_error, id="absmax-no-value-error"),
+        pytest.param("absmax_quantize", absmax_truncates, id="absmax-truncates"),
+        pytest.param("absmax_quantize", absmax_float_q, id="absmax-float"),
+        pytest.param("absmax_quantize", absmax_unsigned, id="absmax-uint8"),
+        pytest.param("absmax_quantize", absmax_returns_the_round_trip, id="absmax-round-trip"),
     ]
     ALL_OR_NOTHING = [
-        ("weights_memory_gb", memory_step_by_step, memory_gib),
-        ("kv_cache_bytes", kv_per_token, kv_only_keys),
-        ("absmax_quantize", absmax_numpy, absmax_truncates),
-        ("dequantize", dequantize_mul, dequantize_divides),
+        ("largest_batch", batch_loop, batch_only_keys),
         ("tokenizer_fertility", fertility_loop, fertility_per_character),
+        ("dequantize", dequantize_repeat_interleave, dequantize_divides),
+        ("absmax_quantize", absmax_numpy, absmax_truncates),
     ]
     GARBAGE = DEFAULT_GARBAGE + [A_MIXED_LIST]
 
