@@ -124,3 +124,21 @@ def test_checking_a_chapter_imports_that_chapters_checks_only():
     assert {ex.chapter for ex in REGISTRY.values()} == set(CHAPTERS)
     for exercise in REGISTRY.values():
         assert exercise.judge.__module__ == f"grader.checks.{CHAPTERS[exercise.chapter]}", exercise.name
+
+
+def test_the_readme_states_every_exercises_signature_and_points():
+    """The README's contract table lists every registered exercise, in order, with its signature and its points
+    (the visible check cell's plus the hidden tests' in the source notebook)."""
+    from grader.checks import register_all
+    from grader.core import REGISTRY
+
+    register_all()
+    rows = re.findall(r"^\| (\d\d) \| `(\w+)(\(.*?\))(?: -> [^`]+)?` \| .* \| (\d+)\+(\d+) \|$",
+                      (ROOT / "README.md").read_text(), re.M)
+    assert [(ch, name, sig) for ch, name, sig, *_ in rows] == [(ex.chapter, ex.name, ex.signature)
+                                                              for ex in REGISTRY.values()]
+    for chapter, name, _, visible, hidden in rows:
+        source = next((ROOT / "solutions").glob(f"{chapter}-*/{chapter}-*.ipynb"))
+        points = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"].get("points")
+                  for c in json.loads(source.read_text())["cells"] if c["metadata"].get("nbgrader")}
+        assert (points[f"check_{name}"], points[f"hidden_{name}"]) == (int(visible), int(hidden)), name
