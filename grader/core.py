@@ -62,6 +62,26 @@ class Case:
         return value, ({"modified_inputs": changed} if changed else {})
 
 
+RAISED = "raised ValueError"  # what a RaisesCase returns, with the message, when the call raised ValueError
+
+
+@dataclass
+class RaisesCase(Case):
+    """A case whose call may raise ValueError (an exercise's rule for bad input, right in some cases and wrong
+    in others): the error comes back as the plain value ``(RAISED, message)`` for the judge."""
+
+    def invoke(self, fn, args, kwargs):
+        try:
+            return super().invoke(fn, args, kwargs)
+        except ValueError as err:
+            return (RAISED, str(err)[:300])
+
+
+def raised(out) -> bool:
+    """Did the call of a RaisesCase raise ValueError?"""
+    return isinstance(out, tuple) and len(out) == 2 and out[0] == RAISED
+
+
 def _changed(after, before) -> bool:
     """Did a call change this argument in place (tensors, and containers of tensors)?"""
     import torch

@@ -16,14 +16,13 @@ which returns the error as a plain value, so that the judge decides whether rais
 
 import math
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from grader.compare import Mistake, Problem
-from grader.core import Case, Exercise, register
+from grader.core import Case, Exercise, RaisesCase, raised, register
 from grader.numbers import is_number, number_problem
 from grader.values import AttrDict, Opaque, TensorData, describe
 
@@ -460,23 +459,9 @@ register(Exercise(
 
 # ---------------------------------------------------------------- weat_effect_size
 
-RAISED = "raised ValueError"
 
 
-@dataclass
-class RaisesCase(Case):
-    """A case of an exercise that may raise ValueError (right in some cases, wrong in others): the error comes
-    back as a plain value for the judge."""
 
-    def invoke(self, fn, args, kwargs):
-        try:
-            return super().invoke(fn, args, kwargs)
-        except ValueError as err:
-            return (RAISED, str(err)[:300])
-
-
-def _raised(out) -> bool:
-    return isinstance(out, tuple) and len(out) == 2 and out[0] == RAISED
 
 
 def _f64(x) -> torch.Tensor:
@@ -607,11 +592,11 @@ def _zero_spread(X, Y, A, B) -> bool:
 
 def judge_weat(case: Case, out) -> str | None:
     if _zero_spread(*case.args):
-        if _raised(out):
+        if raised(out):
             return None
         return Problem(f"every s(w) is the same number here (A and B hold the same words): got {describe(out)}",
                        ZERO_SPREAD)
-    if _raised(out):
+    if raised(out):
         return f"raised ValueError({out[1]!r}), but the s(w) differ here: the effect size is defined"
     expected = weat_variant(*case.args)
     return number_problem(case, out, expected, "the effect size", weat_mistakes(), rel_tol=case.rtol,
@@ -749,16 +734,16 @@ def _numbers_in(text: str) -> list:
 
 def judge_lowest_carbon_plan(case: Case, out) -> str | None:
     train_flops, hardware, regions, deadline_days = case.args
-    raised = _raised(out)
+    refused = raised(out)
     if not hardware or not regions:
-        if raised:
+        if refused:
             return None
         return (f"with {'no hardware' if not hardware else 'no regions'} there is no plan: raise ValueError; "
                 f"got {describe(out)}")
     plans = plan_table(train_flops, hardware, regions)
     fastest = min(p["days"] for p in plans)
     if fastest > deadline_days:
-        if raised:
+        if refused:
             if any(math.isclose(v, fastest, rel_tol=1e-2, abs_tol=0.051) for v in _numbers_in(out[1])):
                 return None
             return (f"raised ValueError({out[1]!r}): right to raise, but the message should give the fastest plan's "
@@ -766,7 +751,7 @@ def judge_lowest_carbon_plan(case: Case, out) -> str | None:
         problem = f"no plan meets the deadline ({deadline_days} days; the fastest takes {fastest:.4g}): raise ValueError"
         return Problem(problem, _named_plan_mistake(case, out))
     expected = choose_plan(plans, deadline_days)
-    if raised:
+    if refused:
         return (f"raised ValueError({out[1]!r}), but a plan meets the deadline of {deadline_days} days: "
                 f"{_show(expected)}")
     problem = _plan_problem(out)

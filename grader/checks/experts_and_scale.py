@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from grader.compare import Mistake, Problem, close, tensor_problem, with_mistake
-from grader.core import Case, Exercise, _changed, register
+from grader.core import Case, Exercise, RaisesCase, _changed, raised, register
 from grader.values import TensorData, describe
 
 
@@ -29,22 +29,9 @@ def _randn(g, *shape, scale=1.0):
     return torch.randn(*shape, generator=g) * scale
 
 
-RAISED = "raised ValueError"
 
 
-@dataclass
-class RaisesValueError(Case):
-    """A case whose call may raise ValueError: the error comes back as a plain value for the judge."""
 
-    def invoke(self, fn, args, kwargs):
-        try:
-            return super().invoke(fn, args, kwargs)
-        except ValueError as err:
-            return (RAISED, str(err)[:200])
-
-
-def _raised(out) -> bool:
-    return isinstance(out, tuple) and len(out) == 2 and out[0] == RAISED
 
 
 # ---------------------------------------------------------------- top_k_gating
@@ -94,16 +81,16 @@ def top_k_gating_cases() -> list:
     g = torch.Generator().manual_seed(70)
     tied = torch.tensor([[2.0, 1.0, 1.0, 0.0], [0.5, 3.0, 0.5, 0.5], [1.0, 1.0, 1.0, -1.0]])
     return [
-        RaisesValueError("8 tokens, 4 experts, k = 2", (_randn(g, 8, 4), 2)),
-        RaisesValueError("k = 1: 6 tokens, 8 experts (the one kept gate is 1)", (_randn(g, 6, 8), 1)),
-        RaisesValueError("k = n_experts = 3: every expert kept, 5 tokens", (_randn(g, 5, 3), 3)),
-        RaisesValueError("as many tokens as experts: 5 x 5, k = 2", (_randn(g, 5, 5), 2)),
-        RaisesValueError("large logits (all near 100): 4 tokens, 6 experts, k = 2", (100.0 + _randn(g, 4, 6), 2)),
-        RaisesValueError("an untrained router, all logits 0: 3 tokens, 4 experts, k = 2 (every expert ties: any two "
+        RaisesCase("8 tokens, 4 experts, k = 2", (_randn(g, 8, 4), 2)),
+        RaisesCase("k = 1: 6 tokens, 8 experts (the one kept gate is 1)", (_randn(g, 6, 8), 1)),
+        RaisesCase("k = n_experts = 3: every expert kept, 5 tokens", (_randn(g, 5, 3), 3)),
+        RaisesCase("as many tokens as experts: 5 x 5, k = 2", (_randn(g, 5, 5), 2)),
+        RaisesCase("large logits (all near 100): 4 tokens, 6 experts, k = 2", (100.0 + _randn(g, 4, 6), 2)),
+        RaisesCase("an untrained router, all logits 0: 3 tokens, 4 experts, k = 2 (every expert ties: any two "
                          "different experts, gates 0.5 and 0.5)", (torch.zeros(3, 4), 2)),
-        RaisesValueError("ties for a kept place: 3 tokens, 4 experts, k = 2 (e.g. experts 1 and 2 tie for second "
+        RaisesCase("ties for a kept place: 3 tokens, 4 experts, k = 2 (e.g. experts 1 and 2 tie for second "
                          "place in the first row: either may be kept)", (tied, 2)),
-        RaisesValueError("k = 5 > 4 experts: ValueError", (_randn(g, 3, 4), 5)),
+        RaisesCase("k = 5 > 4 experts: ValueError", (_randn(g, 3, 4), 5)),
     ]
 
 
@@ -125,11 +112,11 @@ def judge_top_k_gating(case: Case, out) -> str | None:
     logits, k = case.args
     n_experts = logits.shape[-1]
     if not 1 <= k <= n_experts:
-        if _raised(out):
+        if raised(out):
             return None
         return Problem(f"k = {k} with {n_experts} experts must raise ValueError; got {describe(out)}.",
                        "no check of k: a k below 1 or above the number of experts raises ValueError")
-    if _raised(out):
+    if raised(out):
         return f"raised ValueError ({out[1]}) for a valid k = {k} ({n_experts} experts)"
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         return f"expected a tuple (gates, indices); got {describe(out)}"
@@ -500,16 +487,16 @@ SCHEDULES = ("gpipe", "1f1b")
 
 def pipeline_schedule_cases() -> list:
     return [
-        RaisesValueError("GPipe (the default), 4 stages, 8 micro-batches", (4, 8)),
-        RaisesValueError("1F1B, 4 stages, 8 micro-batches", (4, 8), {"schedule": "1f1b"}),
-        RaisesValueError("1F1B, 4 stages, 2 micro-batches (fewer micro-batches than stages)", (4, 2),
+        RaisesCase("GPipe (the default), 4 stages, 8 micro-batches", (4, 8)),
+        RaisesCase("1F1B, 4 stages, 8 micro-batches", (4, 8), {"schedule": "1f1b"}),
+        RaisesCase("1F1B, 4 stages, 2 micro-batches (fewer micro-batches than stages)", (4, 2),
                          {"schedule": "1f1b"}),
-        RaisesValueError("GPipe, 3 stages, 1 micro-batch: nothing overlaps", (3, 1), {"schedule": "gpipe"}),
-        RaisesValueError("one stage, 3 micro-batches, GPipe: no pipeline, no idle step", (1, 3)),
-        RaisesValueError("one stage, 3 micro-batches, 1F1B", (1, 3), {"schedule": "1f1b"}),
-        RaisesValueError("0 stages: ValueError", (0, 4)),
-        RaisesValueError("0 micro-batches: ValueError", (3, 0), {"schedule": "1f1b"}),
-        RaisesValueError('an unknown schedule, "interleaved": ValueError', (2, 4), {"schedule": "interleaved"}),
+        RaisesCase("GPipe, 3 stages, 1 micro-batch: nothing overlaps", (3, 1), {"schedule": "gpipe"}),
+        RaisesCase("one stage, 3 micro-batches, GPipe: no pipeline, no idle step", (1, 3)),
+        RaisesCase("one stage, 3 micro-batches, 1F1B", (1, 3), {"schedule": "1f1b"}),
+        RaisesCase("0 stages: ValueError", (0, 4)),
+        RaisesCase("0 micro-batches: ValueError", (3, 0), {"schedule": "1f1b"}),
+        RaisesCase('an unknown schedule, "interleaved": ValueError', (2, 4), {"schedule": "interleaved"}),
     ]
 
 
@@ -621,11 +608,11 @@ def judge_pipeline_schedule(case: Case, out) -> str | None:
     p, m = case.args
     schedule = case.kwargs.get("schedule", "gpipe")
     if p < 1 or m < 1 or schedule not in SCHEDULES:
-        if _raised(out):
+        if raised(out):
             return None
         return Problem(f"n_stages = {p}, n_microbatches = {m}, schedule = {schedule!r} must raise ValueError; got "
                        f"{describe(out)}.", NO_INPUT_CHECK)
-    if _raised(out):
+    if raised(out):
         return f"raised ValueError ({out[1]}) for valid inputs"
     return schedule_problem(out, p, m, schedule)
 

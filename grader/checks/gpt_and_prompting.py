@@ -24,12 +24,11 @@ import torch
 from torch import nn
 
 from grader.compare import Mistake, Problem, tensor_problem, with_mistake
-from grader.core import Case, Exercise, _changed, register
+from grader.core import Case, Exercise, RaisesCase, _changed, raised, register
 from grader.forbidden import TOP_K_WARPER, TOP_P_WARPER
 from grader.values import AttrDict, TensorData, describe
 
 NEG_INF = float("-inf")
-RAISED = "raised ValueError"
 
 
 # ================================================================ the checks' language model
@@ -193,17 +192,6 @@ def explain_model_error(case: Case, outcome) -> str | None:
 
 # ================================================================ sequence_logprob
 
-@dataclass
-class CatchValueError(Case):
-    """A case whose call may raise ValueError; the error comes back as a plain value for the judge."""
-
-    def invoke(self, fn, args, kwargs):
-        try:
-            return super().invoke(fn, args, kwargs)
-        except ValueError as err:
-            return (RAISED, str(err)[:200])
-
-
 def extreme_lm() -> TableLM:
     """Logits far apart: their softmax underflows to 0 in float32, and exp of the largest overflows."""
     return TableLM(torch.tensor([[0.0, 100.0, -90.0, 20.0, 50.0],  # after token 0: a spread of 190
@@ -216,16 +204,16 @@ def extreme_lm() -> TableLM:
 def sequence_logprob_cases() -> list:
     lm = random_lm(60, 9)
     return [
-        CatchValueError("7 tokens, prompt_length = 3: score tokens 3..6", (lm, _ids(2, 5, 1, 8, 0, 3, 3), 3)),
-        CatchValueError("5 tokens, prompt_length = 1: every token after the first",
+        RaisesCase("7 tokens, prompt_length = 3: score tokens 3..6", (lm, _ids(2, 5, 1, 8, 0, 3, 3), 3)),
+        RaisesCase("5 tokens, prompt_length = 1: every token after the first",
                         (random_lm(61, 7), _ids(6, 0, 2, 2, 5), 1)),
-        CatchValueError("8 tokens, prompt_length = 6: the last two tokens", (lm, _ids(1, 1, 4, 7, 2, 8, 6, 0), 6)),
-        CatchValueError("4 tokens, prompt_length = 4 = T: nothing to score, the sum is 0.0",
+        RaisesCase("8 tokens, prompt_length = 6: the last two tokens", (lm, _ids(1, 1, 4, 7, 2, 8, 6, 0), 6)),
+        RaisesCase("4 tokens, prompt_length = 4 = T: nothing to score, the sum is 0.0",
                         (lm, _ids(3, 4, 5, 6), 4)),
-        CatchValueError("logits 190 apart: token 2 after token 0 has a probability near 1e-83, below float32's "
+        RaisesCase("logits 190 apart: token 2 after token 0 has a probability near 1e-83, below float32's "
                         "smallest number", (extreme_lm(), _ids(4, 0, 2, 1, 3), 2)),
-        CatchValueError("prompt_length = 0: no token before the first one, so ValueError", (lm, _ids(3, 4, 5), 0)),
-        CatchValueError("prompt_length = 5 > T = 4: ValueError", (lm, _ids(3, 4, 5, 6), 5)),
+        RaisesCase("prompt_length = 0: no token before the first one, so ValueError", (lm, _ids(3, 4, 5), 0)),
+        RaisesCase("prompt_length = 5 > T = 4: ValueError", (lm, _ids(3, 4, 5, 6), 5)),
     ]
 
 
@@ -281,14 +269,14 @@ def sequence_logprob_mistakes(prompt_length: int, T: int) -> list:
 def judge_sequence_logprob(case: Case, out) -> str | None:
     model, input_ids, prompt_length = case.args
     T = input_ids.shape[1]
-    raised = isinstance(out, tuple) and len(out) == 2 and out[0] == RAISED
+    refused = raised(out)
     if not 1 <= prompt_length <= T:
-        if raised:
+        if refused:
             return None
         return Problem(f"prompt_length = {prompt_length} with T = {T} tokens must raise ValueError; got "
                        f"{describe(out)}.", "no check of prompt_length: raise ValueError unless "
                        "1 <= prompt_length <= input_ids.shape[1]")
-    if raised:
+    if refused:
         if prompt_length == T:
             return Problem(f"raised ValueError ({out[1]}) for prompt_length = T = {T}.",
                            "prompt_length == T is allowed: there is nothing to score, so return 0.0")

@@ -13,19 +13,17 @@ No case has a sequence without real tokens (its rows would be NaN with a -inf ma
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from grader.compare import Mistake, Problem, close, name_mistake, tensor_problem, with_mistake
-from grader.core import Case, Exercise, register
+from grader.core import Case, Exercise, RaisesCase, raised, register
 from grader.forbidden import HF_BERT_LAYER, LAYER_NORM, MULTIHEAD
 from grader.values import TensorData, describe
 
 BERT_EPS = 1e-12  # BERT's LayerNorm eps (torch's default is 1e-5)
-RAISED = "raised ValueError"
 
 
 def _randn(g, *shape, scale=1.0):
@@ -44,15 +42,6 @@ LINEAR_LAYOUT_HINT = ("the weights are in nn.Linear layout, (out_features, in_fe
 
 # ---------------------------------------------------------------- split_heads
 
-@dataclass
-class RaisesCase(Case):
-    """A case whose right answer is raising ValueError; the error comes back as a plain value."""
-
-    def invoke(self, fn, args, kwargs):
-        try:
-            return super().invoke(fn, args, kwargs)
-        except ValueError as err:
-            return (RAISED, str(err)[:200])
 
 
 def _split(x, n_heads, how="heads"):
@@ -112,7 +101,7 @@ def judge_split_heads(case: Case, out) -> str | None:
     x, n_heads = case.args
     B, T, D = x.shape
     if isinstance(case, RaisesCase):
-        if isinstance(out, tuple) and out and out[0] == RAISED:
+        if raised(out):
             return None
         return Problem(f"D = {D} is not divisible by n_heads = {n_heads}, so split_heads must raise ValueError; "
                        f"it returned {describe(out)}.",

@@ -19,14 +19,13 @@ them), where the decided rule, halves to even, applies.
 
 import math
 import re
-from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 import torch
 
 from grader.compare import Mistake, Problem, close, tensor_problem
-from grader.core import Case, Exercise, register
+from grader.core import Case, Exercise, RaisesCase, raised, register
 from grader.forbidden import GGUF_QUANTIZE, QUANTIZE
 from grader.numbers import is_number, number_problem, ratio_hint, scalar_problem
 from grader.values import TensorData, describe
@@ -37,27 +36,14 @@ OPT_175B = 175e9
 BLOOM_176B = 176_247_271_424  # BLOOM's model card; equal to a count of its 70 layers of width 14,336
 SMOLLM2_135M = 134_515_008  # sum(p.numel()) of the shipped SmolLM2-135M-Instruct
 TIE_BAND = 1e-4  # |w / scale - (k + 1/2)| below this: float32 noise decides the rounding, either is right
-RAISED = "raised ValueError"
 
 
-@dataclass
-class RaisesCase(Case):
-    """A case whose right answer is raising ValueError; the error comes back as a plain value."""
 
-    def invoke(self, fn, args, kwargs):
-        try:
-            return super().invoke(fn, args, kwargs)
-        except ValueError as err:
-            return (RAISED, str(err)[:200])
-
-
-def _raised(out) -> bool:
-    return isinstance(out, tuple) and len(out) == 2 and out[0] == RAISED
 
 
 def _raises_problem(out, why: str, mistake: str) -> Problem | None:
     """None when a RaisesCase raised ValueError as it should, else what it returned instead."""
-    if _raised(out):
+    if raised(out):
         return None
     return Problem(f"{why}, so the function must raise ValueError; it returned {describe(out)}.", mistake)
 
@@ -409,7 +395,7 @@ def judge_dequantize(case: Case, out) -> str | None:
         why = _why_raises(case)
         return _raises_problem(out, why, "a scale and block_size that do not go together were not refused: "
                                          "raise ValueError for every pairing but the two the exercise allows")
-    if _raised(out):
+    if raised(out):
         return f"raised ValueError ({out[1]}), but this scale and block_size go together"
     expected = dequantize_variant(q, s, block_size).numpy()  # float32
     if not isinstance(out, TensorData):
@@ -756,7 +742,7 @@ def judge_absmax(case: Case, out) -> str | None:
     if isinstance(case, RaisesCase):
         return _raises_problem(out, _absmax_raises(case), "no check that w splits into whole blocks: raise "
                                                           "ValueError when numel is not a multiple of block_size")
-    if _raised(out):
+    if raised(out):
         return f"raised ValueError ({out[1]}), but w splits into whole blocks here"
     problem = _pair_problem(out)
     if problem:

@@ -24,7 +24,7 @@ from scipy.optimize import curve_fit, minimize
 from scipy.special import logsumexp
 
 from grader.compare import Problem
-from grader.core import Case, Exercise, register
+from grader.core import Case, Exercise, RaisesCase, raised, register
 from grader.values import TensorData, describe
 from llmcourse.scaling import single_threaded_blas
 
@@ -78,23 +78,9 @@ def _name(candidates, got: list, rtol: float) -> str | None:
 
 # ---------------------------------------------------------------- fit_power_law
 
-RAISED = "raised ValueError"
 
 
-@dataclass
-class RaisesCase(Case):
-    """A case of an exercise that may raise ValueError (right in some cases, wrong in others): the error comes
-    back as a plain value for the judge."""
 
-    def invoke(self, fn, args, kwargs):
-        try:
-            return super().invoke(fn, args, kwargs)
-        except ValueError as err:
-            return (RAISED, str(err)[:300])
-
-
-def _raised(out) -> bool:
-    return isinstance(out, tuple) and len(out) == 2 and out[0] == RAISED
 
 
 def power_law_problem(x, y, floor=0.0) -> str | None:
@@ -202,10 +188,10 @@ def judge_fit_power_law(case: Case, out) -> str | None:
     floor = case.kwargs.get("floor", 0.0)
     problem = power_law_problem(x, y, floor)
     if problem:
-        if _raised(out):
+        if raised(out):
             return None
         return Problem(f"{problem}: raise ValueError; got {describe(out)}", NO_VALUE_ERROR)
-    if _raised(out):
+    if raised(out):
         return f"raised ValueError({out[1]!r}), but these points can be fitted"
     expected = power_law_fit(x, y, floor)
     got, problem = _numbers(out, 2, "a, b")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grader.compare import Mistake, Problem
-from grader.core import Case, Exercise, _changed, register
+from grader.core import Case, Exercise, RAISED, _changed, raised, register
 from grader.forbidden import FIT, HELDOUT_ACCURACY, PREDICT
 from grader.values import TensorData, describe
 
@@ -510,7 +510,6 @@ def tiny_batches(g, sizes, length: int, vocab_size: int = TINY_VOCAB, num_labels
 
 # ================================================================ evaluate
 
-RAISED = "raised ValueError"  # what a case reports when the call raised ValueError (the rule for no batches)
 CRASHED = "crashed"  # ... and when it crashed on its own count of zero instead (ZeroDivisionError, NameError)
 
 
@@ -628,7 +627,7 @@ def _value_problem(name: str, value, expected: float, candidates: list):
 
 def judge_evaluate(case: EvalCase, out, observations: dict):
     if not case.sizes:
-        if isinstance(out, tuple) and out and out[0] == RAISED:
+        if raised(out):
             return None
         if isinstance(out, tuple) and out and out[0] == CRASHED:
             return Problem(f"with no batches it crashed ({out[1]}) instead of raising ValueError.", EVAL_EMPTY)
@@ -851,7 +850,7 @@ def judge_train_epoch(case: Case, out, observations: dict):
     o = observations
     n = o["n_batches"]
     if not n:
-        if isinstance(out, tuple) and out and out[0] == RAISED:
+        if raised(out):
             return None
         if isinstance(out, tuple) and out and out[0] == CRASHED:
             return Problem(f"with no batches it crashed ({out[1]}) instead of raising ValueError.", EPOCH_EMPTY)

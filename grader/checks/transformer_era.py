@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from grader.compare import Mistake, Problem, name_mistake, with_mistake
-from grader.core import Case, Exercise, register
+from grader.core import Case, Exercise, RaisesCase, raised, register
 from grader.numbers import is_number, ratio_hint, scalar_problem
 from grader.values import Opaque, TensorData, describe
 
@@ -167,7 +167,6 @@ register(Exercise(
 
 # ---------------------------------------------------------------- plan_training
 
-RAISED = "raised ValueError"
 FLOPS_PER_PARAM_TOKEN = 6  # forward 2 (a multiply and an add), backward about twice the forward
 
 
@@ -246,14 +245,8 @@ def plan_mistakes() -> list:
 
 
 @dataclass
-class PlanCase(Case):
+class PlanCase(RaisesCase):
     """A plan_training case: a ValueError comes back as a plain value, for the judge to say whether it was due."""
-
-    def invoke(self, fn, args, kwargs):
-        try:
-            return super().invoke(fn, args, kwargs)
-        except ValueError as err:
-            return (RAISED, str(err)[:200])
 
     @property
     def budget(self) -> dict:
@@ -318,13 +311,13 @@ def judge_plan(case: PlanCase, out) -> str | None:
     budget = case.budget
     expected = case.call(reference_plan)
     if isinstance(expected, tuple):  # the utilization is out of range
-        if isinstance(out, tuple) and out[:1] == (RAISED,):
+        if raised(out):
             return None
         return Problem(f"utilization = {budget['utilization']} is not a fraction in (0, 1], so plan_training must "
                        f"raise ValueError; it returned {describe(out)}.",
                        "accepted a utilization outside (0, 1]: a value such as 40 is a percentage, not a fraction "
                        "of the peak; raise ValueError so that the caller notices")
-    if isinstance(out, tuple) and out[:1] == (RAISED,):
+    if raised(out):
         return f"raised ValueError ({out[1]}) for a valid utilization = {budget['utilization']}"
     problem = _plan_shape_problem(out)
     if problem:

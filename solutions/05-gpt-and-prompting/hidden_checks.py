@@ -6,7 +6,7 @@ answer fitted to the visible cases fails. ``grader.hidden.run_hidden`` judges th
 
 import torch
 
-from grader.checks.gpt_and_prompting import (CLASSIFY_PROMPT, CatchValueError, ClassifyCase, SamplingCase,
+from grader.checks.gpt_and_prompting import (CLASSIFY_PROMPT, RaisesCase, ClassifyCase, SamplingCase,
                                              ToyTokenizer, _sampling_logits, _toy_lm, extreme_lm, random_lm,
                                              tied_toy_lm)
 from grader.core import Case
@@ -19,10 +19,10 @@ def _ids(*tokens):
 def sequence_logprob_cases():
     lm = random_lm(1060, 15, n_contexts=40)
     return [
-        CatchValueError("a long continuation", (lm, _ids(*[i % 15 for i in range(2, 40, 3)]), 2)),
-        CatchValueError("the last token only", (lm, _ids(4, 9, 1, 14), 3)),
-        CatchValueError("a negative prompt length", (lm, _ids(4, 9, 1), -1)),
-        CatchValueError("logits far apart", (extreme_lm(), _ids(1, 3, 0, 2, 4, 0, 2), 1)),
+        RaisesCase("a long continuation", (lm, _ids(*[i % 15 for i in range(2, 40, 3)]), 2)),
+        RaisesCase("the last token only", (lm, _ids(4, 9, 1, 14), 3)),
+        RaisesCase("a negative prompt length", (lm, _ids(4, 9, 1), -1)),
+        RaisesCase("logits far apart", (extreme_lm(), _ids(1, 3, 0, 2, 4, 0, 2), 1)),
     ]
 
 

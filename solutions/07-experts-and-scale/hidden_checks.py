@@ -6,7 +6,7 @@ fitted to the visible cases fails. ``grader.hidden.run_hidden`` judges them with
 
 import torch
 
-from grader.checks.experts_and_scale import GradientCase, MoECase, RaisesValueError, make_experts
+from grader.checks.experts_and_scale import GradientCase, MoECase, RaisesCase, make_experts
 from grader.core import Case
 
 
@@ -17,12 +17,12 @@ def _gen(seed):
 def top_k_gating_cases():
     g = _gen(1007)
     return [
-        RaisesValueError("many experts, k = 4", (torch.randn(12, 16, generator=g), 4)),
-        RaisesValueError("one token, k = 2", (torch.randn(1, 5, generator=g) * 3, 2)),
-        RaisesValueError("float64 logits", (torch.randn(7, 6, generator=g, dtype=torch.float64), 3)),
-        RaisesValueError("tied logits, k = 3", (torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, 0.0, 2.0]]), 3)),
-        RaisesValueError("k = 0", (torch.randn(4, 3, generator=g), 0)),
-        RaisesValueError("k above the number of experts", (torch.randn(2, 6, generator=g), 7)),
+        RaisesCase("many experts, k = 4", (torch.randn(12, 16, generator=g), 4)),
+        RaisesCase("one token, k = 2", (torch.randn(1, 5, generator=g) * 3, 2)),
+        RaisesCase("float64 logits", (torch.randn(7, 6, generator=g, dtype=torch.float64), 3)),
+        RaisesCase("tied logits, k = 3", (torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, 0.0, 2.0]]), 3)),
+        RaisesCase("k = 0", (torch.randn(4, 3, generator=g), 0)),
+        RaisesCase("k above the number of experts", (torch.randn(2, 6, generator=g), 7)),
     ]
 
 
@@ -54,12 +54,12 @@ def moe_param_counts_cases():
 
 def pipeline_schedule_cases():
     return [
-        RaisesValueError("GPipe, more stages than micro-batches", (5, 3)),
-        RaisesValueError("1F1B, a long run", (6, 10), {"schedule": "1f1b"}),
-        RaisesValueError("1F1B, two stages, one micro-batch", (2, 1), {"schedule": "1f1b"}),
-        RaisesValueError("GPipe, deep and long", (8, 12), {"schedule": "gpipe"}),
-        RaisesValueError("negative micro-batches", (4, -2)),
-        RaisesValueError("a schedule name in capitals", (3, 3), {"schedule": "GPipe"}),
+        RaisesCase("GPipe, more stages than micro-batches", (5, 3)),
+        RaisesCase("1F1B, a long run", (6, 10), {"schedule": "1f1b"}),
+        RaisesCase("1F1B, two stages, one micro-batch", (2, 1), {"schedule": "1f1b"}),
+        RaisesCase("GPipe, deep and long", (8, 12), {"schedule": "gpipe"}),
+        RaisesCase("negative micro-batches", (4, -2)),
+        RaisesCase("a schedule name in capitals", (3, 3), {"schedule": "GPipe"}),
     ]
 
 
