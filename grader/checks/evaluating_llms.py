@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from grader.checks.gpt_and_prompting import ToyTokenizer
 from grader.compare import Mistake, Problem
 from grader.core import Case, Exercise, register
 from grader.forbidden import HARNESS_SCORING
 from grader.numbers import is_number, number_problem
-from grader.values import AttrDict, TensorData, describe
+from grader.values import TensorData, describe
 
 ANSWER_PHRASE = "the answer is"
 SCORE_ATOL = 1e-4  # float32 logits: the cached and the full pass differ by about 1e-5
@@ -42,89 +43,13 @@ WORDS = ["Q", "A", "What", "Which", "is", "the", "capital", "of", "France", "Ita
 PIECES = (["<s>", "</s>", "\n", "\n\n", " ", ":", ": ", "?", ".", ",", "!", "'", "-", "/", "(", ")", "#"]
           + [w for word in WORDS for w in (word, " " + word)]
           + list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
-SPECIALS = ("<s>", "</s>")
 
 
-class ChoiceEncoding(AttrDict):
-    """What a Hugging Face tokenizer call returns: a dict that also reads as attributes (``.input_ids``)."""
-
-    def to(self, device):
-        return self
-
-
-class ChoiceTokenizer:
-    """Longest-match tokenizer over PIECES, called like a Hugging Face tokenizer.
-
-    ``add_special_tokens=True`` (the default) puts the BOS token ``<s>`` first, as Llama's tokenizer does.
-    Every text it encodes is recorded in ``calls`` as (text, add_special_tokens), for the judge's diagnosis.
-    """
+class ChoiceTokenizer(ToyTokenizer):
+    """Chapter 05's toy tokenizer over PIECES: a BOS token by default, every encoded text recorded in ``calls``."""
 
     def __init__(self):
-        self.pieces = list(PIECES)
-        self.vocab = {piece: i for i, piece in enumerate(self.pieces)}
-        self.longest = max(map(len, self.pieces))
-        self.bos_token, self.eos_token, self.pad_token = "<s>", "</s>", "</s>"
-        self.bos_token_id, self.eos_token_id, self.pad_token_id = 0, 1, 1
-        self.calls = []
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.pieces)
-
-    def __len__(self):
-        return len(self.pieces)
-
-    def get_vocab(self) -> dict:
-        return dict(self.vocab)
-
-    def tokenize(self, text: str) -> list[str]:
-        pieces, i = [], 0
-        while i < len(text):
-            for n in range(min(self.longest, len(text) - i), 0, -1):
-                if text[i:i + n] in self.vocab and text[i:i + n] not in SPECIALS:
-                    pieces.append(text[i:i + n])
-                    i += n
-                    break
-            else:
-                raise ValueError(f"ChoiceTokenizer cannot encode {text[i]!r}")
-        return pieces
-
-    def _encode_one(self, text, add_special_tokens) -> list[int]:
-        if not isinstance(text, str):
-            raise TypeError(f"the tokenizer takes a str; got {type(text).__name__}")
-        self.calls.append((text, bool(add_special_tokens)))
-        ids = [self.vocab[p] for p in self.tokenize(text)]
-        return [self.bos_token_id] + ids if add_special_tokens else ids
-
-    def encode(self, text, add_special_tokens=True, return_tensors=None, **kwargs):
-        ids = self._encode_one(text, add_special_tokens)
-        return torch.tensor([ids], dtype=torch.long) if return_tensors == "pt" else ids
-
-    def __call__(self, text, add_special_tokens=True, return_tensors=None, padding=False, **kwargs):
-        texts = [text] if isinstance(text, str) else list(text)
-        rows = [self._encode_one(t, add_special_tokens) for t in texts]
-        width = max(map(len, rows), default=0)
-        masks = [[1] * len(r) + [0] * (width - len(r) if padding else 0) for r in rows]
-        if padding:
-            rows = [r + [self.pad_token_id] * (width - len(r)) for r in rows]
-        if return_tensors == "pt":
-            if len({len(r) for r in rows}) > 1:
-                raise ValueError("texts of different lengths: pass padding=True to make one tensor")
-            return ChoiceEncoding(input_ids=torch.tensor(rows, dtype=torch.long),
-                                  attention_mask=torch.tensor(masks, dtype=torch.long))
-        if isinstance(text, str):
-            return ChoiceEncoding(input_ids=rows[0], attention_mask=masks[0])
-        return ChoiceEncoding(input_ids=rows, attention_mask=masks)
-
-    def convert_ids_to_tokens(self, ids):
-        return self.pieces[int(ids)] if isinstance(ids, int) else [self.pieces[int(i)] for i in ids]
-
-    def convert_tokens_to_ids(self, tokens):
-        return self.vocab[tokens] if isinstance(tokens, str) else [self.vocab[t] for t in tokens]
-
-    def decode(self, ids, skip_special_tokens=False, **kwargs):
-        ids = ids.flatten().tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        return "".join(self.pieces[i] for i in ids if not (skip_special_tokens and i in (0, 1)))
+        super().__init__(PIECES)
 
 
 def tiny_llama(seed: int):

@@ -958,16 +958,17 @@ class ToyEncoding(AttrDict):
 
 
 class ToyTokenizer:
-    """Longest-match tokenizer over TOY_VOCAB, with the calls of a Hugging Face tokenizer.
+    """Longest-match tokenizer over ``pieces`` (TOY_VOCAB; the first two are ``<s>`` and ``</s>``), with the
+    calls of a Hugging Face tokenizer.
 
     ``add_special_tokens=True`` (the default) puts the BOS token ``<s>`` first, as Llama's tokenizer does.
     Every text it is given is recorded in ``calls`` (text, add_special_tokens), for the check's diagnosis.
     """
 
-    def __init__(self):
-        self.vocab = {piece: i for i, piece in enumerate(TOY_VOCAB)}
-        self.pieces = list(TOY_VOCAB)
-        self.longest = max(map(len, TOY_VOCAB))
+    def __init__(self, pieces=TOY_VOCAB):
+        self.vocab = {piece: i for i, piece in enumerate(pieces)}
+        self.pieces = list(pieces)
+        self.longest = max(map(len, pieces))
         self.bos_token, self.eos_token, self.pad_token = "<s>", "</s>", "</s>"
         self.bos_token_id, self.eos_token_id, self.pad_token_id = 0, 1, 1
         self.calls = []
@@ -991,7 +992,7 @@ class ToyTokenizer:
                     i += n
                     break
             else:
-                raise ValueError(f"ToyTokenizer cannot encode {text[i]!r}")
+                raise ValueError(f"{type(self).__name__} cannot encode {text[i]!r}")
         return pieces
 
     def _encode_one(self, text: str, add_special_tokens: bool) -> list[int]:
