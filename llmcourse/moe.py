@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmcourse.cache import cached_run
-from llmcourse.tinygpt import GPTConfig, TinyGPT, evaluate, train
+from llmcourse.tinygpt import GPTConfig, TinyGPT, train, validation_loss
 
 
 class Expert(nn.Module):
@@ -105,7 +105,7 @@ def _run(kind: str, config: GPTConfig, train_ids, val_ids, steps: int, batch_siz
     result = train(model, train_ids, steps=steps, batch_size=batch_size, seed=seed, aux_weight=aux_weight,
                    on_step=recorder if kind == "moe" else None, desc=f"{kind}, aux weight {aux_weight:g}")
     return {"loss": result["loss"], "aux_loss": result["aux_loss"], "seconds": result["seconds"],
-            "tokens": result["tokens"], "val_loss": evaluate(model, val_ids, batch_size=32, n_batches=40),
+            "tokens": result["tokens"], "val_loss": validation_loss(model, val_ids, batch_size=32, n_batches=40),
             "n_params": model.n_params(), "active_params": active_params(model),
             "loads": torch.from_numpy(recorder.array()), "state_dict": model.state_dict()}
 

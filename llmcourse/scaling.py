@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter
 from tqdm.auto import tqdm
 
 from llmcourse.cache import cached_run
-from llmcourse.tinygpt import GPTConfig, TinyGPT, evaluate, train
+from llmcourse.tinygpt import GPTConfig, TinyGPT, train, validation_loss
 
 # Kaplan et al. 2020, "Scaling Laws for Neural Language Models", Section 1.2 (loss in nats per token,
 # N non-embedding parameters, D tokens, C_min in PF-days)
@@ -78,7 +78,7 @@ def train_and_evaluate(config: GPTConfig, train_ids, val_ids, steps: int, batch_
     result = train(model, train_ids, steps=steps, batch_size=batch_size, lr=lr, seed=seed, desc=desc)
     return {"config": config.as_dict(), "n_params": model.n_params(), "n_params_total": model.n_params(False),
             "lr": lr, "steps": steps, "tokens": result["tokens"], "train_loss": result["loss"][::max(1, steps // 100)],
-            "val_loss": evaluate(model, val_ids, batch_size=32, n_batches=eval_batches),
+            "val_loss": validation_loss(model, val_ids, batch_size=32, n_batches=eval_batches),
             "seconds": result["seconds"]}
 
 

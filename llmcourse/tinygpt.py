@@ -261,7 +261,7 @@ def train(model: nn.Module, data: torch.Tensor, *, steps: int, batch_size: int, 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: torch.Tensor, batch_size: int = 32, n_batches: int = 20,
+def validation_loss(model: nn.Module, data: torch.Tensor, batch_size: int = 32, n_batches: int = 20,
              seed: int = 1234) -> float:
     """Mean next-token loss (nats per token) of ``model`` on ``n_batches`` fixed random windows of ``data``."""
     generator = torch.Generator().manual_seed(seed)

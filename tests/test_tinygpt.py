@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from llmcourse.tinygpt import (MLP, CharTokenizer, GPTConfig, TinyGPT, char_dataset, collect_aux_losses,
-                               evaluate, flops_per_token, get_batch, learning_rate, train)
+                               flops_per_token, get_batch, learning_rate, train, validation_loss)
 
 CONFIG = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
 
@@ -114,9 +114,9 @@ def test_training_learns_and_repeats_with_the_same_seed():
     runs = []
     for _ in range(2):
         m = model(config)
-        before = evaluate(m, data, batch_size=8, n_batches=4)
+        before = validation_loss(m, data, batch_size=8, n_batches=4)
         result = train(m, data, steps=60, batch_size=8, lr=1e-2, progress=False)
-        runs.append((result, evaluate(m, data, batch_size=8, n_batches=4), before))
+        runs.append((result, validation_loss(m, data, batch_size=8, n_batches=4), before))
     (first, after, before), (second, _, _) = runs
     assert after < before - 1.0  # a repeated sentence is easy to learn
     assert first["loss"] == second["loss"]  # fixed seed: the same batches, the same numbers
