@@ -92,3 +92,12 @@ def test_autograde_names_the_cells_an_older_release_has_and_lacks(tmp_path):
         in text
     assert "graded cell `check_make_mask` belongs to `make_mask`, which this release does not have: not graded" in text
     assert "claims" not in text
+
+
+def test_a_deleted_check_cell_is_not_a_new_exercise():
+    release = json.loads(RELEASE.read_bytes())
+    tampered = copy.deepcopy(release)
+    tampered["cells"] = [c for c in tampered["cells"]
+                         if c["metadata"].get("nbgrader", {}).get("grade_id") != "check_softmax"]
+    assert versions.outdated(tampered, release).new == []
+    assert versions.older_release(tampered, release) is None
