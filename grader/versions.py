@@ -60,16 +60,11 @@ class Changes:
 
 
 def exercise_changes(origin: dict[str, str], release: dict[str, str]) -> Changes:
-    """The exercises (named by their locked cells: text, hints, checks) that ``release``'s locked cells add, remove
+    """The exercises (named by their check and hidden-test cells) that ``release``'s locked cells add, remove
     or change with respect to ``origin``'s."""
-    def exercises(cells):  # by any of their locked cells: a deleted check cell does not make an exercise new
-        names = {}
-        for grade_id in cells:
-            for prefix, suffix in (("check_", ""), ("hidden_", ""), ("", "_intro"), ("", "_hints")):
-                if grade_id.startswith(prefix) and grade_id.endswith(suffix) and grade_id != prefix + suffix:
-                    names.setdefault(grade_id.removeprefix(prefix).removesuffix(suffix), None)
-                    break
-        return list(names)
+    def exercises(cells):  # by their graded cells: a deleted check cell alone does not make an exercise new
+        names = [grade_id.split("_", 1)[1] for grade_id in cells if grade_id.startswith(("check_", "hidden_"))]
+        return list(dict.fromkeys(names))
 
     before, after = exercises(origin), exercises(release)
     changed = [name for name in after if name in before
