@@ -32,6 +32,25 @@ def stamp(release_bytes: bytes, release_nb) -> dict:
     return {"release": hashlib.sha256(release_bytes).hexdigest()[:16], "cells": locked_cells(release_nb)}
 
 
+def lesson_content(nb) -> str:
+    """A hash of a lesson's cells (their kinds and sources; outputs and metadata aside)."""
+    digest = hashlib.sha256()
+    for cell in nb["cells"]:
+        digest.update(cell["cell_type"].encode() + b"\0" + "".join(cell["source"]).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def lesson_stamp(lesson_bytes: bytes, lesson_nb) -> dict:
+    """What ``llmcourse start`` writes into the lesson copy's metadata: the lesson file's hash and its content's."""
+    return {"release": hashlib.sha256(lesson_bytes).hexdigest()[:16], "content": lesson_content(lesson_nb)}
+
+
+def lesson_changed(copy_nb, lesson_nb) -> bool:
+    """Has the lesson changed since ``copy_nb`` was copied from it (by the copy's stamp)?"""
+    recorded = copy_nb.get("metadata", {}).get(STAMP, {}).get("content")
+    return recorded is not None and recorded != lesson_content(lesson_nb)
+
+
 def cells_of_origin(nb) -> dict[str, str]:
     """The locked cells of the release ``nb`` was copied from: its stamp, or else its own locked cells."""
     recorded = nb.get("metadata", {}).get(STAMP, {})

@@ -31,7 +31,9 @@ def resolve_target(target: str) -> tuple[Path, str]:
     notebook path."""
     path = Path(target)
     if path.suffix == ".ipynb" or path.exists():
-        if path.is_dir():
+        if path.is_dir() and (path / f"{path.name}.ipynb").is_file():  # my-work/02-self-attention/: its exercises
+            path = path / f"{path.name}.ipynb"
+        elif path.is_dir():
             notebooks = sorted(path.glob("*.ipynb"))
             if len(notebooks) != 1:
                 raise SystemExit(f"{path} holds {len(notebooks)} notebooks; name the one to check.")

@@ -36,32 +36,57 @@ def work_copy(chapter: str, root: Path | None = None) -> Path:
     return (root or course_root()) / WORK / release.parent.name / release.name
 
 
+def lesson(chapter: str, root: Path | None = None) -> Path | None:
+    """The chapter's lesson, ``notebooks/NN-topic.ipynb`` (None when it has none)."""
+    found = sorted(((root or course_root()) / "notebooks").glob(f"{chapter}-*.ipynb"))
+    return found[0] if found else None
+
+
+def lesson_copy(chapter: str, root: Path | None = None) -> Path:
+    """Where the learner's copy of the lesson lives: beside the exercises, ``my-work/NN-topic/NN-topic-lesson.ipynb``
+    (the lesson asks for predictions, and the learner's guesses go into this copy)."""
+    copy = work_copy(chapter, root)
+    return copy.with_name(f"{copy.stem}-lesson{copy.suffix}")
+
+
+def _copies(chapter: str, root: Path | None) -> list[tuple[str, Path, Path, object]]:
+    """(what, source, copy, stamp function) for the chapter's exercises and, when it has one, its lesson."""
+    copies = [("exercises", releases(root)[chapter], work_copy(chapter, root), versions.stamp)]
+    if lesson(chapter, root):
+        copies.append(("lesson", lesson(chapter, root), lesson_copy(chapter, root), versions.lesson_stamp))
+    return copies
+
+
 def start(chapter: str, fresh: bool = False, root: Path | None = None) -> tuple[Path, str]:
-    """Copy the released exercises of ``chapter`` into my-work/, once; return (the copy, what happened).
+    """Copy the released exercises and the lesson of ``chapter`` into my-work/, each once; return (the exercises'
+    copy, what happened, a line per copy).
 
     An existing copy is never overwritten; with ``fresh=True`` it is kept as a timestamped backup and a new
-    copy of the release takes its place."""
-    release = releases(root)[chapter]
-    copy = work_copy(chapter, root)
-    if copy.exists() and not fresh:
-        return copy, (f"your copy already exists: {copy} (to start over from the release: "
-                      f"llmcourse start {chapter} --fresh, which keeps this one as a backup)")
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    note = ""
-    if copy.exists():
-        backup = copy.with_name(f"{copy.stem}.backup-{datetime.now():%Y%m%d-%H%M%S}{copy.suffix}")
-        copy.rename(backup)
-        note = f" (your previous copy is kept as {backup.name})"
-    data = release.read_bytes()
-    nb = json.loads(data)
-    nb["metadata"][versions.STAMP] = versions.stamp(data, nb)
-    copy.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    return copy, f"copied the exercises of chapter {chapter} to {copy}{note}"
+    copy of the release takes its place. Each copy records the release it came from (``grader.versions``)."""
+    lines = []
+    for what, source, copy, stamp in _copies(chapter, root):
+        if copy.exists() and not fresh:
+            lines.append(f"your copy of the {what} already exists: {copy} (to start over from the release: "
+                         f"llmcourse start {chapter} --fresh, which keeps this one as a backup)")
+            continue
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        note = ""
+        if copy.exists():
+            backup = copy.with_name(f"{copy.stem}.backup-{datetime.now():%Y%m%d-%H%M%S}{copy.suffix}")
+            copy.rename(backup)
+            note = f" (your previous copy is kept as {backup.name})"
+        data = source.read_bytes()
+        nb = json.loads(data)
+        nb["metadata"][versions.STAMP] = stamp(data, nb)
+        copy.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        lines.append(f"copied the {what} of chapter {chapter} to {copy}{note}")
+    return work_copy(chapter, root), "\n".join(lines)
 
 
 def start_all(root: Path | None = None) -> list[str]:
-    """``start`` every released chapter that has no copy yet; return what was copied."""
-    return [start(chapter, root=root)[1] for chapter in releases(root) if not work_copy(chapter, root).exists()]
+    """``start`` every released chapter whose exercises or lesson have no copy yet; return what was copied."""
+    return [line for chapter in releases(root) for line in start(chapter, root=root)[1].splitlines()
+            if line.startswith("copied")]
 
 
 def notebook_for(chapter: str, root: Path | None = None) -> tuple[Path, bool]:
@@ -71,11 +96,19 @@ def notebook_for(chapter: str, root: Path | None = None) -> tuple[Path, bool]:
 
 
 def outdated(chapter: str, root: Path | None = None) -> str | None:
-    """What to tell the learner when their copy of ``chapter`` came from an older release (None: it is current,
-    or there is no copy or it does not parse: ``check`` says so)."""
-    copy = work_copy(chapter, root)
-    try:
-        changes = versions.outdated(json.loads(copy.read_bytes()), json.loads(releases(root)[chapter].read_bytes()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return versions.advice(chapter, copy, changes) if changes else None
+    """What to tell the learner when their copy of ``chapter``'s exercises or lesson came from an older release
+    (None: both are current, or missing, or do not parse: ``check`` says so)."""
+    notes = []
+    for what, source, copy, _ in _copies(chapter, root):
+        try:
+            mine, current = json.loads(copy.read_bytes()), json.loads(source.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if what == "exercises":
+            changes = versions.outdated(mine, current)
+            if changes:
+                notes.append(versions.advice(chapter, copy, changes))
+        elif versions.lesson_changed(mine, current):
+            notes.append(f"{copy} was copied from an older version of lesson {chapter}: `llmcourse start {chapter} "
+                         f"--fresh` copies the current one and keeps yours, with your predictions, as a backup.")
+    return " ".join(notes) or None

@@ -101,3 +101,31 @@ def test_a_deleted_check_cell_is_not_a_new_exercise():
                          if c["metadata"].get("nbgrader", {}).get("grade_id") != "check_softmax"]
     assert versions.outdated(tampered, release).new == []
     assert versions.older_release(tampered, release) is None
+
+
+def test_start_copies_the_lesson_beside_the_exercises_and_flags_a_changed_lesson(tmp_path):
+    course = tmp_path / "course"
+    (course / "solutions").mkdir(parents=True)
+    (course / "exercises" / A02).mkdir(parents=True)
+    (course / "notebooks").mkdir()
+    (course / "exercises" / A02 / RELEASE.name).write_bytes(RELEASE.read_bytes())
+    lesson = course / "notebooks" / f"{A02}.ipynb"
+    lesson.write_bytes((ROOT / "notebooks" / f"{A02}.ipynb").read_bytes())
+    _, said = workspace.start("02", root=course)
+    copy = workspace.lesson_copy("02", root=course)
+    assert copy == course / "my-work" / A02 / f"{A02}-lesson.ipynb"
+    assert f"copied the lesson of chapter 02 to {copy}" in said
+    mine = json.loads(copy.read_text())
+    mine["cells"][3]["source"] = "my prediction: 0.5"  # the learner's guesses do not make the copy outdated
+    copy.write_text(json.dumps(mine))
+    assert workspace.outdated("02", root=course) is None
+    nb = json.loads(lesson.read_text())
+    nb["cells"][0]["source"] = ["# Self-attention, revised\n"]
+    lesson.write_text(json.dumps(nb))  # the course is updated
+    assert "was copied from an older version of lesson 02" in workspace.outdated("02", root=course)
+    assert workspace.start_all(root=course) == []  # both copies exist: nothing is copied again
+    _, said = workspace.start("02", fresh=True, root=course)
+    assert "your previous copy is kept as" in said.splitlines()[-1]
+    backup = next(copy.parent.glob(f"{A02}-lesson.backup-*.ipynb"))
+    assert json.loads(backup.read_text())["cells"][3]["source"] == "my prediction: 0.5"
+    assert workspace.outdated("02", root=course) is None

@@ -60,6 +60,8 @@ def test_start_copies_once_and_never_overwrites(clone):
     first = llmcourse(learner, "start", "02").stdout
     copy = learner / "my-work" / A02 / f"{A02}.ipynb"
     assert str(copy) in first and copy.is_file()
+    lesson = copy.with_name(f"{A02}-lesson.ipynb")  # the lesson too, for the learner's predictions
+    assert f"copied the lesson of chapter 02 to {lesson}" in first and lesson.is_file()
     answer_softmax(copy, MY_SOFTMAX)
     again = llmcourse(learner, "start", "2").stdout
     assert "already exists" in again and "--fresh" in again
@@ -103,6 +105,8 @@ def test_check_reads_the_copy_and_says_which_file(clone):
     after = llmcourse(learner, "check", "02", check=False)
     assert f"Checking {copy}" in after.stdout
     assert re.search(r"^softmax\s+passed all", after.stdout, re.M)
+    by_folder = llmcourse(learner, "check", f"my-work/{A02}", check=False)  # the folder holds the lesson too
+    assert f"Checking {copy}" in by_folder.stdout
 
 
 def test_progress_lists_every_exercise_with_its_state(clone):
