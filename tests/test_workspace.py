@@ -106,7 +106,7 @@ def test_check_reads_the_copy_and_says_which_file(clone):
     assert f"Checking {copy}" in after.stdout
     assert re.search(r"^softmax\s+passed all", after.stdout, re.M)
     by_folder = llmcourse(learner, "check", f"my-work/{A02}", check=False)  # the folder holds the lesson too
-    assert f"Checking {copy}" in by_folder.stdout
+    assert f"Checking my-work/{A02}/{A02}.ipynb" in by_folder.stdout
 
 
 def test_progress_lists_every_exercise_with_its_state(clone):
