@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m llmcourse.cli fetch || echo "warning: some models or data were not fetched; run: $(PY) -m llmcourse.cli doctor"
 	touch $(STAMP)
 
-# copies each chapter's exercises into my-work/ (once, never overwriting), then opens JupyterLab
+# copies each chapter's exercises and lesson into my-work/ (once, never overwriting), then opens JupyterLab
 lab: setup
 	$(PY) -m llmcourse.cli lab --port $(PORT)
 

@@ -52,7 +52,7 @@ class LabServer:
 
 
 def main(argv=None) -> int:
-    """``llmcourse lab``: copy each chapter's exercises into my-work/ (once), then open JupyterLab."""
+    """``llmcourse lab``: copy each chapter's exercises and lesson into my-work/ (once), then open JupyterLab."""
     import argparse
 
     from llmcourse.workspace import course_root, start_all
