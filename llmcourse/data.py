@@ -80,7 +80,8 @@ WINOBIAS = PackagedData(
     "WinoBias's 40 occupations with the share of women in each (US labour statistics), CC-BY-4.0")
 GPT2_BPE = PackagedData(
     "gpt2-bpe", "openai-whisper==20250625", r"[^/]+/(whisper/assets/gpt2\.tiktoken|LICENSE)",
-    "GPT-2's byte-level BPE ranks (50,256 merges), as shipped with OpenAI's Whisper, MIT")
+    "GPT-2's byte-level BPE: 50,256 ranks (256 single bytes + 50,000 merges), as shipped with OpenAI's "
+    "Whisper, MIT")
 PACKAGED = (SENTIMENT, SHAKESPEARE, WINOBIAS, GPT2_BPE)
 
 
@@ -159,8 +160,9 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 
 
 def gpt2_tokenizer():
-    """GPT-2's byte-level BPE as a ``tiktoken.Encoding`` (vocabulary 50,257 with ``<|endoftext|>``),
-    read offline from the ``gpt2.tiktoken`` file of the PyPI sdist ``openai-whisper==20250625``."""
+    """GPT-2's byte-level BPE as a ``tiktoken.Encoding``: the file's 50,256 ranks (256 single bytes, then
+    50,000 merges) and ``<|endoftext|>`` make the vocabulary of 50,257; read offline from the
+    ``gpt2.tiktoken`` file of the PyPI sdist ``openai-whisper==20250625``."""
     import tiktoken
     from tiktoken.load import load_tiktoken_bpe
 

@@ -26,7 +26,9 @@ KAPLAN = {"alpha_N": 0.076, "N_c": 8.8e13, "alpha_D": 0.095, "D_c": 5.4e13, "alp
           "N_opt_exponent": 0.73}
 PF_DAY = 1e15 * 86_400  # FLOPs in a petaflop/s-day
 
-# L(N, D) = E + A / N^alpha + B / D^beta as published (shared/data/README.md)
+# L(N, D) = E + A / N^alpha + B / D^beta as published: Hoffmann et al. 2022 (arXiv:2203.15556), Approach 3
+# (Section 3.3; the fitted values in Appendix D.2); Besiroglu et al. 2024 (arXiv:2404.10102), their refit on
+# the Figure-4 points shipped in llmcourse/course_data/chinchilla (its CITATION file names the source)
 PUBLISHED_FITS = {
     "Hoffmann et al. 2022": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
     "Besiroglu et al. 2024": {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658},

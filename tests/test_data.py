@@ -222,6 +222,10 @@ def test_gpt2_tokenizer_matches_gpt2s_published_ids():
     assert enc.encode("<|endoftext|>", allowed_special="all") == [50256]
     text = "Les modèles de langue coûtent cher: 1,000 tokens!"
     assert enc.decode(enc.encode(text)) == text
+    from tiktoken.load import load_tiktoken_bpe
+
+    ranks = load_tiktoken_bpe(str(data.GPT2_BPE.folder() / "gpt2.tiktoken"))  # 256 single bytes, 50,000 merges
+    assert len(ranks) == 50256 and sum(len(token) == 1 for token in ranks) == 256
 
 
 def test_cached_run_computes_once_then_loads_and_retrains_on_request(tmp_path, monkeypatch):
