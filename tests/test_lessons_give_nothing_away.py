@@ -14,8 +14,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from grader.checks import CHAPTERS
 from grader.core import exercises_of
 
