@@ -199,6 +199,20 @@ def plot_expert_loads(loads: np.ndarray, ax, title: str, layer: int = 0):
     return ax
 
 
+def plot_routing(probs: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor, ax, title: str):
+    """Router probabilities (tokens x experts) as a heat map; each token's kept experts framed, with their gates."""
+    probs, gates, experts = (t.detach().cpu().numpy() for t in (probs, gates, experts))
+    image = ax.imshow(probs, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (token, slot), expert in np.ndenumerate(experts):
+        ax.add_patch(plt.Rectangle((expert - 0.5, token - 0.5), 1, 1, fill=False, edgecolor="tab:orange", lw=2.5))
+        ax.text(expert, token, f"g = {gates[token, slot]:.2f}", ha="center", va="center", fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})
+    ax.set(xticks=range(probs.shape[1]), yticks=range(probs.shape[0]), xlabel="expert", ylabel="token",
+           title=title)
+    ax.figure.colorbar(image, ax=ax, label="router probability")
+    return ax
+
+
 # ---------------------------------------------------------------- training at scale on one CPU
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
