@@ -149,7 +149,8 @@ def feed_forward_params(d_model: int, d_ff: int, n_experts: int, k: int, n_layer
     dense = [block for block in blocks if not isinstance(block, nn.ModuleList)]
     counts = {"dense layers": len(dense), "moe layers": len(moe), "dense": sum(map(_numel, dense)),
               "experts": sum(map(_numel, moe)), "experts active": sum(_numel(block[:k]) for block in moe)}
-    return {**counts, "total": counts["dense"] + counts["experts"], "active": counts["dense"] + counts["experts active"]}
+    return {**counts, "total": counts["dense"] + counts["experts"],
+            "active": counts["dense"] + counts["experts active"]}
 
 
 def _run(kind: str, config: GPTConfig, train_ids, val_ids, steps: int, batch_size: int, seed: int,
