@@ -126,6 +126,32 @@ FIT = Forbidden(
     "write the loop over the batches yourself, with the optimizer and scheduler you are given (`fit` builds "
     "its own)")
 
+MOE_ROUTER = Forbidden(
+    "llmcourse.moe.router_gates",
+    (("llmcourse.moe", "router_gates"),),
+    "the lesson's router is what this exercise builds: take the softmax and the k largest yourself "
+    "(`torch.softmax` and `torch.topk` are allowed)")
+MOE_LAYER = Forbidden(
+    "llmcourse.moe.MoEFeedForward",
+    (("llmcourse.moe", "MoEFeedForward.forward"),),
+    "the lesson's MoE layer routes, mixes and scores the balance itself, which is what this exercise builds: "
+    "work on the tensors you are given")
+SWITCH_BALANCING_LOSS = Forbidden(
+    "load_balancing_loss_func",
+    (("transformers.models.switch_transformers.modeling_switch_transformers", "load_balancing_loss_func"),
+     ("transformers.models.mixtral.modeling_mixtral", "load_balancing_loss_func")),
+    "Hugging Face's Switch Transformers (and Mixtral's, with top_k=1) compute this very loss: count the first "
+    "choices and average the probabilities yourself")
+FFN_PARAMS = Forbidden(
+    "llmcourse.moe.feed_forward_params",
+    (("llmcourse.moe", "feed_forward_params"),),
+    "the lesson's counter builds the layers and counts them, which is what this exercise asks: count the weights "
+    "and biases of one FFN and the layers of each kind yourself")
+GPIPE_TABLE = Forbidden(
+    "llmcourse.moe.gpipe_schedule",
+    (("llmcourse.moe", "gpipe_schedule"),),
+    "the lesson's GPipe table is what this exercise builds: simulate the stages step by step yourself")
+
 # ---------------------------------------------------------------- who called
 
 def _package_dir(module: str) -> str:

@@ -1,10 +1,17 @@
 """Lesson 07 helpers: a GLaM-style mixture-of-experts feed-forward layer for ``llmcourse.tinygpt``, expert-load
-bookkeeping, dense-vs-MoE training runs, and the measurements and pictures of training at scale.
+bookkeeping, dense-vs-MoE training runs, parameter counts on modules of GLaM's size, and the measurements and
+pictures of training at scale.
 
-``MoEFeedForward`` routes each token to its top-k experts (softmax over experts, top-k, renormalised gates),
-runs every expert on its own tokens only, and sets ``aux_loss`` to the Switch Transformer's load-balancing loss
-(n_experts * sum_i f_i P_i, Fedus et al. 2021), which ``tinygpt.train`` adds with a weight. It also keeps the
-share of the routed tokens that each expert received in its last forward pass (``last_load``).
+``MoEFeedForward`` routes each token to its top-k experts with ``router_gates``, runs every expert once on the
+block of (token, expert) pairs routed to it (the pairs sorted by expert and cut into blocks), and sets
+``aux_loss`` to the Switch Transformer's load-balancing loss (n_experts * sum_i f_i P_i, Fedus et al. 2021),
+which ``tinygpt.train`` adds with a weight. It also keeps the share of the routed tokens that each expert
+received in its last forward pass (``last_load``).
+
+The exercises of chapter 07 rebuild these mechanisms, so they forbid the helpers that compute them
+(``grader/forbidden.py``): ``router_gates`` and ``MoEFeedForward`` in ``top_k_gating`` and ``moe_forward``,
+``MoEFeedForward`` in ``load_balancing_loss``, ``feed_forward_params`` in ``moe_param_counts`` and
+``gpipe_schedule`` in ``pipeline_schedule``.
 """
 
 import time
@@ -31,6 +38,15 @@ class Expert(nn.Module):
         return self.c_proj(F.gelu(self.c_fc(x)))
 
 
+def router_gates(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(probs, gates, experts)`` for router logits ``(N, E)``: the router's probabilities over the experts
+    ``(N, E)``, and each token's k kept experts ``(N, k)``, largest first, with their gates ``(N, k)``. The gates
+    are the softmax of the k largest logits, which equals the k largest probabilities rescaled to sum to 1 (the
+    softmax's denominator cancels)."""
+    kept_logits, experts = router_logits.topk(k, dim=-1)
+    return router_logits.softmax(dim=-1), kept_logits.softmax(dim=-1), experts
+
+
 class MoEFeedForward(nn.Module):
     """Top-k routed experts in place of a block's feed-forward network (GLaM: 64 experts, top-2)."""
 
@@ -44,22 +60,19 @@ class MoEFeedForward(nn.Module):
         self.last_load = torch.zeros(n_experts)
 
     def forward(self, x):
-        shape = x.shape
-        tokens = x.reshape(-1, shape[-1])  # (B*T, C)
-        logits = self.router(tokens)  # (B*T, E)
-        probs = torch.softmax(logits, dim=-1)
-        top_p, top_i = probs.topk(self.k, dim=-1)  # (B*T, k), largest first
-        gates = top_p / top_p.sum(dim=-1, keepdim=True)  # renormalised over the k kept experts
-        out = torch.zeros_like(tokens)
-        for e, expert in enumerate(self.experts):
-            rows, slots = torch.where(top_i == e)  # the tokens routed to expert e
-            if len(rows):
-                out = out.index_add(0, rows, gates[rows, slots, None] * expert(tokens[rows]))
-        counts = torch.bincount(top_i.reshape(-1), minlength=self.n_experts).float()
-        self.last_load = (counts / counts.sum()).detach()
-        first_choice = torch.bincount(top_i[:, 0], minlength=self.n_experts).float() / len(tokens)  # f_i
-        self.aux_loss = self.n_experts * (first_choice * probs.mean(dim=0)).sum()  # Switch: n * sum f_i P_i
-        return out.reshape(shape)
+        hidden = x.reshape(-1, x.shape[-1])  # (N, C): the batch's tokens, flattened
+        probs, gates, chosen = router_gates(self.router(hidden), self.k)  # (N, E), (N, k), (N, k)
+        # the N * k (token, expert) pairs, sorted by expert: one contiguous block of rows per expert
+        by_expert = chosen.flatten().argsort(stable=True)  # pair p = token p // k, its (p % k)-th choice
+        sizes = torch.bincount(chosen.flatten(), minlength=self.n_experts)  # (E,) pairs per expert
+        blocks = hidden[by_expert // self.k].split(sizes.tolist())  # E blocks of rows, in expert order
+        outputs = torch.cat([expert(block) if len(block) else block for expert, block in zip(self.experts, blocks)])
+        mixed = torch.zeros_like(hidden).index_add(0, by_expert // self.k, outputs * gates.flatten()[by_expert, None])
+        self.last_load = (sizes.float() / sizes.sum()).detach()
+        # Switch Transformer: f_i, the share of first choices (no gradient); P_i, the mean probability
+        first_choices = F.one_hot(chosen[:, 0], self.n_experts).to(probs.dtype).mean(dim=0)
+        self.aux_loss = self.n_experts * torch.dot(first_choices, probs.mean(dim=0))
+        return mixed.reshape(x.shape)
 
 
 class MoEFactory:
@@ -95,6 +108,49 @@ def active_params(model: TinyGPT) -> int:
     inactive = sum(sum(p.numel() for p in layer.experts.parameters()) * (layer.n_experts - layer.k) // layer.n_experts
                    for layer in moe_layers(model))
     return model.n_params() - inactive
+
+
+class GatedFeedForward(nn.Module):
+    """A gated feed-forward network (GLaM's dense layers): d_model -> two d_ff projections, GELU of one times the
+    other -> d_model."""
+
+    def __init__(self, d_model: int, d_ff: int, bias: bool = True):
+        super().__init__()
+        self.gate = nn.Linear(d_model, d_ff, bias=bias)
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x):
+        return self.down(F.gelu(self.gate(x)) * self.up(x))
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def feed_forward_params(d_model: int, d_ff: int, n_experts: int, k: int, n_layers: int, moe_every: int = 2, *,
+                        biases: bool = True, gated_dense: bool = False) -> dict:
+    """The feed-forward and expert parameters of a stack of ``n_layers`` blocks, counted on PyTorch modules built
+    on the meta device (shapes without memory, so GLaM's size costs nothing): blocks moe_every, 2 moe_every, ...
+    (counting from 1) hold ``n_experts`` experts, the others one dense FFN (gated with ``gated_dense``); a token
+    passes through every dense FFN and ``k`` experts per MoE block. Keys: ``"dense layers"``, ``"moe layers"``,
+    ``"dense"``, ``"experts"``, ``"experts active"``, ``"total"`` and ``"active"``."""
+    with torch.device("meta"):
+        blocks = nn.ModuleList()
+        for number in range(1, n_layers + 1):
+            if number % moe_every:
+                blocks.append(GatedFeedForward(d_model, d_ff, biases) if gated_dense else nn.Sequential(
+                    nn.Linear(d_model, d_ff, bias=biases), nn.GELU(), nn.Linear(d_ff, d_model, bias=biases)))
+            else:
+                blocks.append(nn.ModuleList(nn.Sequential(nn.Linear(d_model, d_ff, bias=biases), nn.GELU(),
+                                                          nn.Linear(d_ff, d_model, bias=biases))
+                                            for _ in range(n_experts)))
+    moe = [block for block in blocks if isinstance(block, nn.ModuleList)]
+    dense = [block for block in blocks if not isinstance(block, nn.ModuleList)]
+    counts = {"dense layers": len(dense), "moe layers": len(moe), "dense": sum(map(_numel, dense)),
+              "experts": sum(map(_numel, moe)), "experts active": sum(_numel(block[:k]) for block in moe)}
+    return {**counts, "total": counts["dense"] + counts["experts"],
+            "active": counts["dense"] + counts["experts active"]}
 
 
 def _run(kind: str, config: GPTConfig, train_ids, val_ids, steps: int, batch_size: int, seed: int,
@@ -144,6 +200,20 @@ def plot_expert_loads(loads: np.ndarray, ax, title: str, layer: int = 0):
     return ax
 
 
+def plot_routing(probs: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor, ax, title: str):
+    """Router probabilities (tokens x experts) as a heat map; each token's kept experts framed, with their gates."""
+    probs, gates, experts = (t.detach().cpu().numpy() for t in (probs, gates, experts))
+    image = ax.imshow(probs, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (token, slot), expert in np.ndenumerate(experts):
+        ax.add_patch(plt.Rectangle((expert - 0.5, token - 0.5), 1, 1, fill=False, edgecolor="tab:orange", lw=2.5))
+        ax.text(expert, token, f"g = {gates[token, slot]:.2f}", ha="center", va="center", fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})
+    ax.set(xticks=range(probs.shape[1]), yticks=range(probs.shape[0]), xlabel="expert", ylabel="token",
+           title=title)
+    ax.figure.colorbar(image, ax=ax, label="router probability")
+    return ax
+
+
 # ---------------------------------------------------------------- training at scale on one CPU
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
@@ -173,6 +243,19 @@ def training_tokens_per_second(model: nn.Module, batch_size: int, steps: int = 5
         optimizer.step()
         timings.append(time.perf_counter() - start)
     return batch_size * T / float(np.median(timings[1:]))
+
+
+def gpipe_schedule(n_stages: int, n_microbatches: int) -> np.ndarray:
+    """GPipe's timetable with unit steps, ``(n_stages, 2 (m + p - 1))``, in ``plot_pipeline_schedule``'s code:
+    the micro-batch a stage works on (forward j >= 0, backward -j - 2), or -1 when it idles. It is a picture of
+    the diagonals: forwards start one step later on each stage; backwards start on the last stage right after its
+    last forward and one step later on each stage before it."""
+    p, m = n_stages, n_microbatches
+    stage, micro = np.meshgrid(np.arange(p), np.arange(m), indexing="ij")  # (p, m) each
+    schedule = np.full((p, 2 * (m + p - 1)), -1)
+    np.put_along_axis(schedule, stage + micro, micro, axis=1)  # forward diagonals
+    np.put_along_axis(schedule, (m + p - 1) + (p - 1 - stage) + micro, -micro - 2, axis=1)  # backward diagonals
+    return schedule
 
 
 def plot_pipeline_schedule(schedule: np.ndarray, ax, title: str):

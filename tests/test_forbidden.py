@@ -319,3 +319,47 @@ def test_the_filters_refuse_hugging_faces_warpers():
         result = check(name, fn)
         assert list(result.mistakes) == [f"calls `{warper}`, which this exercise asks you to build yourself"], \
             result.feedback
+
+
+def test_chapter_07_refuses_the_lessons_helpers():
+    """Each exercise of chapter 07 refuses the helper that computes its answer in the lesson."""
+    from llmcourse import moe
+    from llmcourse.tinygpt import GPTConfig
+
+    def top_k_gating(router_logits, k):
+        if not 1 <= k <= router_logits.shape[-1]:
+            raise ValueError(f"k = {k}")
+        _, gates, experts = moe.router_gates(router_logits, k)
+        return gates, experts
+
+    def moe_forward(x, router_weight, experts, k):
+        return moe.MoEFeedForward(GPTConfig(n_embd=x.shape[-1]), n_experts=len(experts), k=k)(x[None])[0]
+
+    def load_balancing_loss(router_logits, n_experts):
+        from transformers.models.switch_transformers.modeling_switch_transformers import load_balancing_loss_func
+
+        return load_balancing_loss_func(router_logits.softmax(-1)[None], router_logits.argmax(-1)[None])
+
+    def load_balancing_loss_by_the_layer(router_logits, n_experts):
+        layer = moe.MoEFeedForward(GPTConfig(n_embd=n_experts), n_experts=n_experts, k=1)
+        with torch.no_grad():
+            layer.router.weight.copy_(torch.eye(n_experts))
+        layer(router_logits[None])
+        return layer.aux_loss
+
+    def moe_param_counts(d_model, d_ff, n_experts, k, n_layers, moe_every=2):
+        counts = moe.feed_forward_params(d_model, d_ff, n_experts, k, n_layers, moe_every)
+        return counts["total"], counts["active"]
+
+    def pipeline_schedule(n_stages, n_microbatches, schedule="gpipe"):
+        return moe.gpipe_schedule(n_stages, n_microbatches)
+
+    for name, fn, called in [("top_k_gating", top_k_gating, "llmcourse.moe.router_gates"),
+                             ("moe_forward", moe_forward, "llmcourse.moe.MoEFeedForward"),
+                             ("load_balancing_loss", load_balancing_loss, "load_balancing_loss_func"),
+                             ("load_balancing_loss", load_balancing_loss_by_the_layer, "llmcourse.moe.MoEFeedForward"),
+                             ("moe_param_counts", moe_param_counts, "llmcourse.moe.feed_forward_params"),
+                             ("pipeline_schedule", pipeline_schedule, "llmcourse.moe.gpipe_schedule")]:
+        result = check(name, fn)
+        assert list(result.mistakes) == [f"calls `{called}`, which this exercise asks you to build yourself"], \
+            (name, result.feedback)

@@ -119,6 +119,42 @@ def test_throughput_measurements_are_positive():
     assert moe.training_tokens_per_second(TinyGPT(CONFIG), batch_size=2, steps=2) > 0
 
 
+def test_router_gates_are_the_renormalised_top_k_probabilities():
+    logits = torch.randn(7, 5) * 3
+    probs, gates, experts = moe.router_gates(logits, 2)
+    top_p, top_i = torch.softmax(logits, -1).topk(2)
+    assert torch.allclose(probs, torch.softmax(logits, -1))
+    assert torch.equal(experts, top_i) and torch.allclose(gates, top_p / top_p.sum(-1, keepdim=True))
+
+
+def test_feed_forward_params_agree_with_the_check_of_moe_param_counts():
+    from grader.checks.experts_and_scale import moe_param_counts_cases, param_counts
+
+    for case in moe_param_counts_cases():
+        counts = moe.feed_forward_params(*case.args, **case.kwargs)
+        assert (counts["total"], counts["active"]) == param_counts(*case.args, **case.kwargs)
+    glu = moe.feed_forward_params(8, 32, 4, 2, 4, biases=False, gated_dense=True)
+    assert glu["dense"] == 2 * 3 * 8 * 32 and glu["experts active"] == 2 * 2 * 2 * 8 * 32
+
+
+def test_gpipe_schedule_is_a_shortest_valid_gpipe_table():
+    from grader.checks.experts_and_scale import schedule_problem
+
+    for p, m in [(1, 3), (2, 3), (3, 1), (4, 8)]:
+        schedule = moe.gpipe_schedule(p, m)
+        table = [[None if j == -1 else ("F", int(j)) if j >= 0 else ("B", int(-j - 2)) for j in row]
+                 for row in schedule]
+        assert schedule_problem(table, p, m, "gpipe") is None, (p, m)
+
+
+def test_routing_plot_frames_the_kept_experts():
+    probs, gates, experts = moe.router_gates(torch.randn(3, 4), 2)
+    fig, ax = plt.subplots()
+    moe.plot_routing(probs, gates, experts, ax, "routing")
+    assert len(ax.patches) == 6 and len(ax.texts) == 6
+    plt.close(fig)
+
+
 def test_pipeline_schedule_plot_labels_the_stages():
     schedule = np.array([[0, 1, -1, -1, -3, -2], [-1, 0, 1, -3, -2, -1]])
     fig, ax = plt.subplots()

@@ -13,6 +13,11 @@ with the number of tokens routed to it. ``load_balancing_loss`` is judged by its
 the router, so it must reach the router logits through the mean probabilities P_i. ``pipeline_schedule`` is
 judged by the rules a timetable obeys (GPipe's or 1F1B's, Huang et al. 2019, Narayanan et al. 2021), not
 against one table: every valid table of the shortest length, 2 (m + p - 1) unit steps, passes.
+
+Each exercise forbids what computes its answer for the lesson (grader/forbidden.py): ``llmcourse.moe.router_gates``
+and ``MoEFeedForward`` in ``top_k_gating`` and ``moe_forward``; Hugging Face's Switch (and Mixtral)
+``load_balancing_loss_func`` and ``MoEFeedForward`` in ``load_balancing_loss``; ``llmcourse.moe.feed_forward_params``
+in ``moe_param_counts``; ``llmcourse.moe.gpipe_schedule`` in ``pipeline_schedule``.
 """
 
 import math
@@ -22,6 +27,7 @@ import torch
 
 from grader.compare import Mistake, Problem, close, tensor_problem, with_mistake
 from grader.core import Case, Exercise, RaisesCase, _changed, raised, register
+from grader.forbidden import FFN_PARAMS, GPIPE_TABLE, MOE_LAYER, MOE_ROUTER, SWITCH_BALANCING_LOSS
 from grader.values import TensorData, describe
 
 
@@ -145,6 +151,7 @@ def explain_top_k_gating_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="top_k_gating", chapter="07", signature="(router_logits, k)", points=2,
     make_cases=top_k_gating_cases, judge=judge_top_k_gating, explain_error=explain_top_k_gating_error,
+    forbidden=(MOE_ROUTER, MOE_LAYER),
 ))
 
 
@@ -282,6 +289,7 @@ def explain_moe_forward_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="moe_forward", chapter="07", signature="(x, router_weight, experts, k)", points=3,
     make_cases=moe_forward_cases, judge=judge_moe_forward, explain_error=explain_moe_forward_error,
+    forbidden=(MOE_ROUTER, MOE_LAYER),
 ))
 
 
@@ -392,6 +400,7 @@ def judge_load_balancing_loss(case: Case, out, observations: dict) -> str | None
 register(Exercise(
     name="load_balancing_loss", chapter="07", signature="(router_logits, n_experts)", points=2,
     make_cases=load_balancing_loss_cases, judge=judge_load_balancing_loss,
+    forbidden=(SWITCH_BALANCING_LOSS, MOE_LAYER),
 ))
 
 
@@ -476,7 +485,7 @@ def judge_moe_param_counts(case: Case, out) -> str | None:
 
 register(Exercise(
     name="moe_param_counts", chapter="07", signature="(d_model, d_ff, n_experts, k, n_layers, moe_every=2)",
-    points=2, make_cases=moe_param_counts_cases, judge=judge_moe_param_counts,
+    points=2, make_cases=moe_param_counts_cases, judge=judge_moe_param_counts, forbidden=(FFN_PARAMS,),
 ))
 
 
@@ -629,5 +638,5 @@ def explain_pipeline_schedule_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="pipeline_schedule", chapter="07", signature='(n_stages, n_microbatches, schedule="gpipe")', points=3,
     make_cases=pipeline_schedule_cases, judge=judge_pipeline_schedule,
-    explain_error=explain_pipeline_schedule_error,
+    explain_error=explain_pipeline_schedule_error, forbidden=(GPIPE_TABLE,),
 ))
