@@ -22,16 +22,16 @@ from grader.core import exercises_of
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"torch", "F", "nn", "np", "math", "copy", "random", "itertools", "collections", "functools", "scipy",
            "stats", "transformers", "re", "string"}  # names kept as they are: library calls stay recognisable
-# normalised statements too common to count as giving anything away, with the reason
+# normalised statements too common to count as giving anything away, with the reason (written as `statements`
+# gives them: every name but a library module's is `_`, so `_.train()` is `model.train()`)
 ALLOWED = {
     "with torch.no_grad():": "the standard way to run a model without gradients",
-    "model.eval()": "switching a model to evaluation mode",
-    "model.train()": "switching a model to training mode",
+    "_.eval()": "switching a model to evaluation mode (`model.eval()`)",
+    "_.train()": "switching a model to training mode (`model.train()`)",
 }
 # issue 22's table, as the lessons stand: the exercises a lesson or a helper still gives away, per chapter
 GIVEN_AWAY_TODAY: dict[str, set] = {
-    "01": {"transformer_param_count"}, "03": {"split_heads"}, "04": {"train_epoch"}, "05": {"sequence_logprob"},
-    "07": {"moe_forward", "moe_param_counts"},
+    "01": {"transformer_param_count"}, "07": {"moe_forward", "moe_param_counts"},
 }
 
 
@@ -130,6 +130,11 @@ def given_away() -> dict[str, dict[str, tuple]]:
 def test_the_normalisation_keeps_library_calls_and_drops_names():
     tree = ast.parse("def f(x, w):\n    scores = x @ w.T / math.sqrt(w.shape[-1])\n    return torch.softmax(scores, dim=-1)\n")
     assert statements(tree) == ["_ = _ @ _.T / math.sqrt(_.shape[-_])", "return torch.softmax(_, dim=-_)"]
+
+
+def test_the_allowed_statements_are_written_as_the_normalisation_writes_them():
+    sources = ["with torch.no_grad():\n    pass\n", "model.eval()\n", "model.train()\n"]
+    assert {statements(ast.parse(source))[0] for source in sources} == set(ALLOWED)
 
 
 def test_the_gate_finds_a_lesson_cell_that_pastes_an_exercise(tmp_path):
