@@ -125,6 +125,18 @@ FIT = Forbidden(
     (("llmcourse.finetune", "fit"),),
     "write the loop over the batches yourself, with the optimizer and scheduler you are given (`fit` builds "
     "its own)")
+LM_PERPLEXITY = Forbidden(
+    "llmcourse.open_models.causal_lm_perplexity",
+    (("llmcourse.open_models", "causal_lm_perplexity"),),
+    "it adds up the same log-probabilities (a perplexity is the exponential of minus their mean, over a text "
+    "read from its first token): run the model on `input_ids` yourself and sum the log-probabilities of the "
+    "tokens after the prompt")
+CONTINUATION_SCORING = Forbidden(
+    "llmcourse.evaluation.continuation_logprobs",
+    tuple(("llmcourse.evaluation", name) for name in ("continuation_logprobs", "read", "choice_logprobs",
+                                                      "mean_token_logprob")),
+    "lesson 09's harness scores a continuation after a prompt just so: run the model on `input_ids` yourself "
+    "and sum the log-probabilities of the tokens after the prompt")
 
 MOE_ROUTER = Forbidden(
     "llmcourse.moe.router_gates",

@@ -214,40 +214,53 @@ def eval_points(n_steps: int, n_evals: int) -> list[int]:
     return sorted({max(1, round(n_steps * (i + 1) / n)) for i in range(n)})
 
 
+def linear_warmup_decay(step: int, warmup_steps: int, n_steps: int) -> float:
+    """The learning rate of step ``step`` (0-based) as a share of the peak: up in a straight line from 0
+    over the first ``warmup_steps`` steps, then down in a straight line to 0 at step ``n_steps`` (the
+    schedule of Hugging Face's ``get_linear_schedule_with_warmup``)."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    return max(0.0, (n_steps - step) / max(1, n_steps - warmup_steps))
+
+
 def fit(model, batches: list[dict], lr: float, eval_batches: list[dict], n_evals: int = 4, warmup: float = 0.1,
         weight_decay: float = 0.01, desc: str = "training") -> dict:
     """Train ``model`` for one pass over ``batches`` with AdamW and a linear warm-up then decay of the
-    learning rate; evaluate on ``eval_batches`` ``n_evals`` times along the way.
+    learning rate (``linear_warmup_decay``); evaluate on ``eval_batches`` ``n_evals`` times along the way.
 
     Returns the history: the loss of every step, and the examples seen and test accuracy at each
     evaluation; ``train_seconds`` counts the training steps only, ``eval_seconds`` the evaluations.
     """
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     n_steps = len(batches)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup * n_steps), n_steps)
+    warmup_steps = math.ceil(warmup * n_steps)
     checkpoints = set(eval_points(n_steps, n_evals))
     history = {"step_examples": [], "loss": [], "eval_examples": [], "eval_accuracy": [],
                "train_seconds": 0.0, "eval_seconds": 0.0}
     seen = 0
     bar = tqdm(batches, desc=desc, unit="step")
-    for step, batch in enumerate(bar, start=1):
+    for step, batch in enumerate(bar):
         start = time.perf_counter()
-        model.train()
-        loss = model(**_to(batch, device)).loss
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * linear_warmup_decay(step, warmup_steps, n_steps)
+        model.train()  # dropout on: the evaluations switch it off
+
+        def closure():  # torch.optim's form of a step: the closure computes the loss and its gradients
+            optimizer.zero_grad(set_to_none=True)
+            batch_loss = model(**_to(batch, device)).loss
+            batch_loss.backward()
+            return batch_loss
+
+        loss = optimizer.step(closure)  # runs the closure, then updates the weights; returns the closure's loss
         history["train_seconds"] += time.perf_counter() - start
         seen += len(batch["labels"])
         history["step_examples"].append(seen)
         history["loss"].append(loss.item())
-        if step in checkpoints:
+        if step + 1 in checkpoints:  # eval_points counts the steps from 1
             start = time.perf_counter()
             history["eval_examples"].append(seen)
             history["eval_accuracy"].append(heldout_accuracy(model, eval_batches))

@@ -221,8 +221,7 @@ def q4_1_blocks(tensor_name: str, path: Path | None = None) -> dict:
     if tensor.tensor_type.name != "Q4_1":
         raise ValueError(f"{tensor_name} is stored as {tensor.tensor_type.name}, not Q4_1")
     raw = np.asarray(tensor.data, dtype=np.uint8)
-    rows = raw.shape[0]
-    blocks = raw.reshape(rows, -1, Q4_1_BLOCK_BYTES)  # (rows, blocks, 20)
+    blocks = raw.reshape(len(raw), -1, Q4_1_BLOCK_BYTES)  # (rows, blocks, 20): each row's bytes, block by block
     d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)  # (rows, blocks)
     m = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
     packed = blocks[..., 4:]  # (rows, blocks, 16): byte j holds level j (low nibble) and level j + 16 (high)

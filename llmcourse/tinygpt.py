@@ -53,11 +53,11 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
 
     def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        # c_attn's 3C outputs are q, k and v one after the other, each head's hs features in a row:
+        # (B, T, 3C) -> (B, T, 3, nh, hs) -> (3, B, nh, T, hs), the layout scaled_dot_product_attention takes
+        q, k, v = self.c_attn(x).unflatten(-1, (3, self.n_head, -1)).permute(2, 0, 3, 1, 4).unbind(0)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
-        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+        return self.c_proj(y.transpose(1, 2).flatten(2))  # heads side by side again: (B, T, C)
 
 
 class MLP(nn.Module):
@@ -241,14 +241,18 @@ def train(model: nn.Module, data: torch.Tensor, *, steps: int, batch_size: int, 
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps, lr)
         x, y = get_batch(data, block_size, batch_size, generator)
-        clear_aux_losses(model)
-        _, loss = model(x, y)
-        aux = collect_aux_losses(model)
-        total = loss + aux_weight * aux if aux_weight else loss
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        optimizer.step()
+
+        def closure():  # torch.optim's form of a step: the closure computes the losses and the (clipped) gradients
+            optimizer.zero_grad(set_to_none=True)
+            clear_aux_losses(model)
+            _, lm_loss = model(x, y)
+            aux_loss = collect_aux_losses(model)
+            total = lm_loss + aux_weight * aux_loss if aux_weight else lm_loss
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            return lm_loss, aux_loss
+
+        loss, aux = optimizer.step(closure)  # runs the closure, updates the weights, returns what the closure did
         losses.append(loss.item())
         aux_losses.append(aux.detach().item())
         if on_step is not None:

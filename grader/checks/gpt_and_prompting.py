@@ -25,7 +25,7 @@ from torch import nn
 
 from grader.compare import Mistake, Problem, tensor_problem, with_mistake
 from grader.core import Case, Exercise, RaisesCase, _changed, raised, register
-from grader.forbidden import TOP_K_WARPER, TOP_P_WARPER
+from grader.forbidden import CONTINUATION_SCORING, LM_PERPLEXITY, TOP_K_WARPER, TOP_P_WARPER
 from grader.values import AttrDict, TensorData, describe
 
 NEG_INF = float("-inf")
@@ -310,6 +310,7 @@ def explain_sequence_logprob_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="sequence_logprob", chapter="05", signature="(model, input_ids, prompt_length)", points=2,
     make_cases=sequence_logprob_cases, judge=judge_sequence_logprob, explain_error=explain_sequence_logprob_error,
+    forbidden=(LM_PERPLEXITY, CONTINUATION_SCORING),
 ))
 
 

@@ -24,6 +24,9 @@ from chapter_contract import A_LIST, DEFAULT_GARBAGE, ChapterContract, assert_fa
 
 import grader
 from grader import check
+from grader.forbidden import CONTINUATION_SCORING, LM_PERPLEXITY, not_enforced
+from llmcourse.evaluation import continuation_logprobs, read
+from llmcourse.open_models import causal_lm_perplexity
 from grader.checks import gpt_and_prompting as decoding
 from grader.checks.gpt_and_prompting import TableLM, ToyTokenizer, beam_beats_greedy_lm
 
@@ -155,6 +158,34 @@ def test_sequence_logprob_accepts_a_zero_dimensional_tensor():
 ], ids=lambda x: getattr(x, "__name__", ""))
 def test_sequence_logprob_names_the_mistake(fn, phrase):
     assert_fails_naming(check("sequence_logprob", fn), phrase)
+
+
+def seq_by_perplexity(model, input_ids, prompt_length):
+    """Right answers from lesson 10's perplexity helper: log P(x_1..x_{n-1} | x_0) = -(n - 1) log(perplexity)."""
+    _check_length(input_ids, prompt_length)
+
+    def after_first_token(ids):
+        n = ids.shape[1]
+        return -(n - 1) * math.log(causal_lm_perplexity(model, ids[0], window=n, progress=False)) if n > 1 else 0.0
+
+    return after_first_token(input_ids) - after_first_token(input_ids[:, :prompt_length])
+
+
+def seq_by_harness(model, input_ids, prompt_length):
+    _check_length(input_ids, prompt_length)
+    ids = input_ids[0].tolist()
+    if prompt_length == len(ids):
+        return 0.0
+    return continuation_logprobs(model, read(model, ids[:prompt_length]), [ids[prompt_length:]])[0]
+
+
+def test_sequence_logprob_refuses_the_course_helpers_that_sum_the_same_log_probabilities():
+    with not_enforced():  # allowed, the perplexity helper would pass every case
+        assert check("sequence_logprob", seq_by_perplexity).passed
+    for fn, helper in [(seq_by_perplexity, LM_PERPLEXITY), (seq_by_harness, CONTINUATION_SCORING)]:
+        result = check("sequence_logprob", fn)
+        assert not result.passed
+        assert list(result.mistakes) == [helper.mistake], fn.__name__
 
 
 def test_a_tensor_returned_for_the_model_output_gets_a_hint():
