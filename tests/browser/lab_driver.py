@@ -6,6 +6,7 @@ already shows a number in its prompt, so wait for the prompt to change; type cod
 saved layout is not restored.
 """
 
+import json
 import re
 import time
 
@@ -70,13 +71,18 @@ class Notebook:
         return area.inner_text() if area.count() else ""
 
     def run_all(self, timeout_s: float = 300) -> None:
-        """Run > Run All Cells, then wait until no cell is queued or unrun and the kernel is idle."""
+        """Run > Run All Cells, then wait until no cell is queued or unrun (but the empty cells for a learner's
+        guesses, which never run) and the kernel is idle."""
         self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         deadline = time.monotonic() + timeout_s
+        code_cells = [c for c in json.loads((self.server.root / self.path).read_text())["cells"]
+                      if c["cell_type"] == "code"]
+        guesses = {i for i, c in enumerate(code_cells) if not "".join(c["source"]).strip()}  # never run
         while True:
-            prompts = [p.strip() for p in self.page.locator(
-                ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt").all_inner_texts()]
+            prompts = [p.strip() for i, p in enumerate(self.page.locator(
+                ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt").all_inner_texts())
+                if i not in guesses]
             # "[*]:" queued or running, "[ ]:" not run; a cell whose input is collapsed shows no prompt at all
             if prompts and not any(re.fullmatch(r"\[[* ]\]:", p) for p in prompts):
                 break
