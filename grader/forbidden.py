@@ -103,6 +103,11 @@ HARNESS_SCORING = Forbidden(
                                                       "mean_token_logprob", "evaluate_multiple_choice")),
     "the lesson's harness is what this exercise builds: call the model itself, so that you decide what it "
     "is run on (the prompt once, its KV cache reused for every choice)")
+LAST_TOKEN_LOGPROBS = Forbidden(
+    "llmcourse.bias.last_token_logprobs",
+    (("llmcourse.bias", "last_token_logprobs"),),
+    "the lesson's helper reads the next-token distribution after each prompt, which is what this exercise "
+    "builds: call the model yourself")
 HF_BERT_LAYER = Forbidden(
     "BertLayer",
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")

@@ -363,3 +363,19 @@ def test_chapter_07_refuses_the_lessons_helpers():
         result = check(name, fn)
         assert list(result.mistakes) == [f"calls `{called}`, which this exercise asks you to build yourself"], \
             (name, result.feedback)
+
+
+def test_pronoun_log_odds_refuses_the_lessons_helper():
+    def pronoun_log_odds(model, tokenizer, prompts):
+        from llmcourse.bias import last_token_logprobs
+
+        he = tokenizer.encode(" he", add_special_tokens=False)[0]
+        she = tokenizer.encode(" she", add_special_tokens=False)[0]
+        logprobs = last_token_logprobs(model, tokenizer, prompts)  # (N, V)
+        return (logprobs[:, he] - logprobs[:, she]).tolist()
+
+    with not_enforced():  # the helper answers every case but the plain-callable model's: the guard stops it
+        assert sum(case.passed for case in check("pronoun_log_odds", pronoun_log_odds).cases) >= 4
+    result = check("pronoun_log_odds", pronoun_log_odds)
+    assert list(result.mistakes) == ["calls `llmcourse.bias.last_token_logprobs`, which this exercise asks you to "
+                                     "build yourself"]

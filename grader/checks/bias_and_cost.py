@@ -23,6 +23,7 @@ from torch import nn
 
 from grader.compare import Mistake, Problem
 from grader.core import Case, Exercise, RaisesCase, raised, register
+from grader.forbidden import LAST_TOKEN_LOGPROBS
 from grader.numbers import is_number, number_problem
 from grader.values import AttrDict, Opaque, TensorData, describe
 
@@ -454,6 +455,7 @@ def explain_pronoun_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="pronoun_log_odds", chapter="06", signature="(model, tokenizer, prompts)", points=3,
     make_cases=pronoun_cases, judge=judge_pronoun_log_odds, explain_error=explain_pronoun_error,
+    forbidden=(LAST_TOKEN_LOGPROBS,),
 ))
 
 
