@@ -108,6 +108,11 @@ LAST_TOKEN_LOGPROBS = Forbidden(
     (("llmcourse.bias", "last_token_logprobs"),),
     "the lesson's helper reads the next-token distribution after each prompt, which is what this exercise "
     "builds: call the model yourself")
+GPT2_MODEL = Forbidden(
+    "GPT2LMHeadModel",
+    tuple(("transformers.models.gpt2.modeling_gpt2", f"{cls}.__init__") for cls in ("GPT2LMHeadModel", "GPT2Model")),
+    "building the model and counting its tensors is how the lesson checks the count; this exercise asks you to "
+    "count the parts from the shapes yourself")
 HF_BERT_LAYER = Forbidden(
     "BertLayer",
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")

@@ -379,3 +379,18 @@ def test_pronoun_log_odds_refuses_the_lessons_helper():
     result = check("pronoun_log_odds", pronoun_log_odds)
     assert list(result.mistakes) == ["calls `llmcourse.bias.last_token_logprobs`, which this exercise asks you to "
                                      "build yourself"]
+
+
+def test_transformer_param_count_refuses_building_the_model_to_count_it():
+    def transformer_param_count(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        config = GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=1, vocab_size=vocab_size,
+                            n_positions=n_positions, n_inner=d_ff)
+        with torch.device("meta"):
+            return sum(p.numel() for p in GPT2LMHeadModel(config).parameters())
+
+    with not_enforced():  # the library's own count answers every case: only the guard stops it
+        assert check("transformer_param_count", transformer_param_count).passed
+    result = check("transformer_param_count", transformer_param_count)
+    assert list(result.mistakes) == ["calls `GPT2LMHeadModel`, which this exercise asks you to build yourself"]

@@ -19,6 +19,7 @@ import torch
 
 from grader.compare import Mistake, Problem, name_mistake, with_mistake
 from grader.core import Case, Exercise, RaisesCase, raised, register
+from grader.forbidden import GPT2_MODEL
 from grader.numbers import is_number, ratio_hint, scalar_problem
 from grader.values import Opaque, TensorData, describe
 
@@ -162,6 +163,7 @@ register(Exercise(
     name="transformer_param_count", chapter="01",
     signature="(n_layers, d_model, vocab_size, n_positions, d_ff=None)", points=3,
     make_cases=param_count_cases, judge=judge_param_count, explain_error=explain_param_count_error,
+    forbidden=(GPT2_MODEL,),
 ))
 
 
