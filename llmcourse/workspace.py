@@ -52,8 +52,9 @@ def lesson_copy(chapter: str, root: Path | None = None) -> Path:
 def _copies(chapter: str, root: Path | None) -> list[tuple[str, Path, Path, object]]:
     """(what, source, copy, stamp function) for the chapter's exercises and, when it has one, its lesson."""
     copies = [("exercises", releases(root)[chapter], work_copy(chapter, root), versions.stamp)]
-    if lesson(chapter, root):
-        copies.append(("lesson", lesson(chapter, root), lesson_copy(chapter, root), versions.lesson_stamp))
+    found = lesson(chapter, root)
+    if found:
+        copies.append(("lesson", found, lesson_copy(chapter, root), versions.lesson_stamp))
     return copies
 
 
