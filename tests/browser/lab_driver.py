@@ -71,25 +71,32 @@ class Notebook:
         return area.inner_text() if area.count() else ""
 
     def run_all(self, timeout_s: float = 300) -> None:
-        """Run > Run All Cells, then wait until no cell is queued or unrun (but the empty cells for a learner's
-        guesses, which never run) and the kernel is idle."""
+        """Run > Run All Cells, then wait until every code cell with code shows an execution number in the
+        saved file (the empty cells for a learner's guesses never run). The page alone cannot say: a cell whose
+        input is collapsed shows no prompt, and the kernel is briefly idle between two queued cells."""
         self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         deadline = time.monotonic() + timeout_s
-        code_cells = [c for c in json.loads((self.server.root / self.path).read_text())["cells"]
-                      if c["cell_type"] == "code"]
-        guesses = {i for i, c in enumerate(code_cells) if not "".join(c["source"]).strip()}  # never run
         while True:
-            prompts = [p.strip() for i, p in enumerate(self.page.locator(
-                ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt").all_inner_texts())
-                if i not in guesses]
-            # "[*]:" queued or running, "[ ]:" not run; a cell whose input is collapsed shows no prompt at all
-            if prompts and not any(re.fullmatch(r"\[[* ]\]:", p) for p in prompts):
-                break
+            prompts = self.page.evaluate(
+                "() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell'))"
+                ".map(c => c.querySelector('.jp-InputPrompt')?.innerText.trim() ?? null)")
+            # "[*]:" queued or running; the unrun guesses show "[ ]:" but never "[*]:"
+            if prompts and not any(p == "[*]:" for p in prompts if p is not None):
+                self.wait_idle()
+                self.save()
+                unrun = self.unrun_cells()
+                if not unrun:
+                    return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.path}: not every cell ran: {prompts}")
             time.sleep(0.5)
-        self.wait_idle()
+
+    def unrun_cells(self) -> list[int]:
+        """Indices (among all cells) of the saved file's code cells that have code but no execution number."""
+        cells = json.loads((self.server.root / self.path).read_text())["cells"]
+        return [i for i, c in enumerate(cells) if c["cell_type"] == "code" and "".join(c["source"]).strip()
+                and not c.get("execution_count")]
 
     def save(self, expect: str | None = None, attempts: int = 3) -> None:
         """Save with Ctrl+S, until the file on disk contains ``expect`` (a keypress can be lost under load)."""
