@@ -103,6 +103,19 @@ HARNESS_SCORING = Forbidden(
                                                       "mean_token_logprob", "evaluate_multiple_choice")),
     "the lesson's harness is what this exercise builds: call the model itself, so that you decide what it "
     "is run on (the prompt once, its KV cache reused for every choice)")
+MULTIPLE_CHOICE_HARNESS = Forbidden(
+    "llmcourse.evaluation.pick_choices",
+    tuple(("llmcourse.evaluation", name) for name in ("pick_choices", "evaluate_multiple_choice",
+                                                      "cached_multiple_choice")),
+    "the lesson's harness picks every item's answer and the target score it earns, which is what this exercise "
+    "builds: find each example's highest-scoring choice and its target score yourself, from the lists you are "
+    "given")
+ANSWER_READER = Forbidden(
+    "llmcourse.evaluation.final_integers",
+    (("llmcourse.evaluation", "final_integers"),),
+    "the lesson's reader keeps only an integer after the answer phrase, and reading the final answer back is "
+    "what this exercise builds: find the phrase's last occurrence and cut the answer out of the text yourself, "
+    "as the exercise's steps say")
 LAST_TOKEN_LOGPROBS = Forbidden(
     "llmcourse.bias.last_token_logprobs",
     (("llmcourse.bias", "last_token_logprobs"),),
