@@ -45,7 +45,7 @@ class ForbiddenCall(RuntimeError):
 
 
 def _alias(module: str, path: str) -> str:
-    short = {"torch.nn.functional": "F", "torch.nn": "nn", "transformers.models.bert.modeling_bert": "",
+    short = {"torch.nn.functional": "F", "torch.nn": "nn", "numpy": "np", "transformers.models.bert.modeling_bert": "",
              "transformers.generation.logits_process": ""}
     prefix = short.get(module, module)
     return f"{prefix}.{path}" if prefix else path
@@ -186,6 +186,24 @@ GPIPE_TABLE = Forbidden(
     "llmcourse.moe.gpipe_schedule",
     (("llmcourse.moe", "gpipe_schedule"),),
     "the lesson's GPipe table is what this exercise builds: simulate the stages step by step yourself")
+
+POLYFIT = Forbidden(
+    "np.polyfit",
+    (("numpy", "polyfit"), ("numpy.polynomial.polynomial", "polyfit"), ("numpy.polynomial", "Polynomial.fit"),
+     ("numpy.polynomial.polynomial", "Polynomial.fit")),
+    "lesson 08 fits its lines with it; here the least-squares line is yours: its slope and intercept from their "
+    "formulas (means and sums of the logs), or `np.linalg.lstsq` on a design matrix, or `scipy.stats.linregress`")
+OPTIMAL_SPLIT = Forbidden(
+    "llmcourse.scaling.optimal_split",
+    (("llmcourse.scaling", "optimal_split"), ("scipy.optimize", "minimize_scalar")),
+    "the lesson's helper (SciPy's `minimize_scalar` sliding along the budget line) answers this exercise; derive "
+    "the minimum on paper and write its closed form (a minimisation of your own with `scipy.optimize.minimize`, "
+    "converged as tightly, passes too)")
+LAW_REFIT = Forbidden(
+    "llmcourse.scaling.refit_law",
+    (("llmcourse.scaling", "refit_law"), ("scipy.optimize", "least_squares")),
+    "the lesson's helper refits the law with SciPy's `least_squares` and its Huber loss, which is this exercise; "
+    "write the objective (and its gradient) yourself and minimise it with `scipy.optimize.minimize`")
 
 # ---------------------------------------------------------------- who called
 
