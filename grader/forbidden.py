@@ -121,6 +121,11 @@ LAST_TOKEN_LOGPROBS = Forbidden(
     (("llmcourse.bias", "last_token_logprobs"),),
     "the lesson's helper reads the next-token distribution after each prompt, which is what this exercise "
     "builds: call the model yourself")
+WEAT_TEST = Forbidden(
+    "llmcourse.bias.weat_test",
+    (("llmcourse.bias", "weat_test"),),
+    "the lesson's WEAT returns the effect size this exercise builds: compute each target word's association and "
+    "the standardised difference yourself, from the embeddings you are given")
 GPT2_MODEL = Forbidden(
     "GPT2LMHeadModel",
     tuple(("transformers.models.gpt2.modeling_gpt2", f"{cls}.__init__") for cls in ("GPT2LMHeadModel", "GPT2Model")),

@@ -374,11 +374,23 @@ def test_pronoun_log_odds_refuses_the_lessons_helper():
         logprobs = last_token_logprobs(model, tokenizer, prompts)  # (N, V)
         return (logprobs[:, he] - logprobs[:, she]).tolist()
 
-    with not_enforced():  # the helper answers every case but the plain-callable model's: the guard stops it
-        assert sum(case.passed for case in check("pronoun_log_odds", pronoun_log_odds).cases) >= 4
-    result = check("pronoun_log_odds", pronoun_log_odds)
+    with not_enforced():  # the helper runs Hugging Face's generate, which the check's toy models do not have
+        assert not any(case.passed for case in check("pronoun_log_odds", pronoun_log_odds).cases)
+    result = check("pronoun_log_odds", pronoun_log_odds)  # the guard names it before that fails
     assert list(result.mistakes) == ["calls `llmcourse.bias.last_token_logprobs`, which this exercise asks you to "
                                      "build yourself"]
+
+
+def test_weat_effect_size_refuses_the_lessons_helper():
+    def weat_effect_size(X, Y, A, B):
+        from llmcourse.bias import weat_test
+
+        return weat_test(X, Y, A, B, n_permutations=100)["d"]
+
+    with not_enforced():  # the helper answers every case but the zero spread (NaN): the guard stops it
+        assert sum(case.passed for case in check("weat_effect_size", weat_effect_size).cases) >= 4
+    result = check("weat_effect_size", weat_effect_size)
+    assert list(result.mistakes) == ["calls `llmcourse.bias.weat_test`, which this exercise asks you to build yourself"]
 
 
 def test_transformer_param_count_refuses_building_the_model_to_count_it():
