@@ -64,7 +64,7 @@ probs = out.logits[0, -1].softmax(-1)  # the model's outputs are on its device
 fails(lambda: torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(0)), "Generator(device=")
 torch.multinomial(probs, 1, generator=torch.Generator(device=probs.device).manual_seed(0))
 torch.multinomial(torch.ones(3), 1, generator=torch.Generator().manual_seed(0))  # CPU data: no model involved
-assert repr(moved) == "tensor([[1, 2, 3]])"
+assert repr(moved) == "tensor([[1, 2, 3]])" and f"{moved[0, 1]:.1f}" == "2.0"
 import copy
 twin = copy.deepcopy(moved)  # a deep copy (of a KV cache, say) stays marked
 assert type(twin).__name__ == "MovedTensor" and twin is not moved and torch.equal(twin, moved)
