@@ -135,13 +135,16 @@ def train_head(model, states: torch.Tensor, targets: torch.Tensor, steps: int, b
     bar = tqdm(range(steps), desc="masked-LM head", unit="step", disable=not progress)
     for _ in bar:
         idx = torch.randint(len(states), (batch_size,), generator=g)
-        loss = F.cross_entropy(head_logits(model, states[idx].to(device)), targets[idx].to(device))
-        loss.backward()
-        optimizer.step()
+
+        def closure():  # torch.optim's form of a step: clear the gradients, compute the loss and its gradients
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = F.cross_entropy(head_logits(model, states[idx].to(device)), targets[idx].to(device))
+            step_loss.backward()
+            return step_loss
+
+        losses.append(optimizer.step(closure).item())  # the closure runs first, then the update
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.2f}")
+        bar.set_postfix(loss=f"{losses[-1]:.2f}")
     model.eval()
     return losses
 
