@@ -131,6 +131,22 @@ GPT2_MODEL = Forbidden(
     tuple(("transformers.models.gpt2.modeling_gpt2", f"{cls}.__init__") for cls in ("GPT2LMHeadModel", "GPT2Model")),
     "building the model and counting its tensors is how the lesson checks the count; this exercise asks you to "
     "count the parts from the shapes yourself")
+TRAINING_COST = Forbidden(
+    "llmcourse.timeline.days_to_train",
+    tuple(("llmcourse.timeline", name) for name in ("days_to_train", "implied_utilisation", "dense_training_flops",
+                                                    "pretraining_costs")),
+    "the lesson's cost helpers turn parameters, tokens and a cluster into FLOPs, days and utilisation, which is "
+    "this exercise's arithmetic: work out what the cluster delivers and what each model's tokens cost yourself")
+SEARCH_SCORES = Forbidden(
+    "llmcourse.search.semantic_scores",
+    (("llmcourse.search", "semantic_scores"),),
+    "the lesson's helper scores documents by cosine similarity, which is part of what this exercise builds: "
+    "compute the similarities from the embeddings you are given yourself")
+SEARCH_RANKING = Forbidden(
+    "llmcourse.search.ranking",
+    (("llmcourse.search", "ranking"),),
+    "the lesson's helper orders documents best first, which is part of what this exercise builds: order the "
+    "indices by similarity yourself (ties: lower index first)")
 HF_BERT_LAYER = Forbidden(
     "BertLayer",
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")
@@ -153,6 +169,12 @@ FIT = Forbidden(
     (("llmcourse.finetune", "fit"),),
     "write the loop over the batches yourself, with the optimizer and scheduler you are given (`fit` builds "
     "its own)")
+MLM_COLLATOR = Forbidden(
+    "DataCollatorForLanguageModeling",
+    tuple(("transformers.data.data_collator", f"DataCollatorForLanguageModeling.{method}")
+          for method in ("__call__", "torch_call", "numpy_call", "torch_mask_tokens", "numpy_mask_tokens")),
+    "Hugging Face's collator applies this very rule (the lesson masks with it): make the choices and the "
+    "replacements yourself with the generator you are given")
 LM_PERPLEXITY = Forbidden(
     "llmcourse.open_models.causal_lm_perplexity",
     (("llmcourse.open_models", "causal_lm_perplexity"),),
