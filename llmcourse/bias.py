@@ -173,11 +173,16 @@ def time_finetuning_steps(n_steps: int, batch_size: int = 16, max_length: int = 
     for step in range(n_steps + 1):
         rows = train.select(range(step * batch_size, (step + 1) * batch_size))
         batch = tokenizer(list(rows["text"]), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        batch["labels"] = torch.tensor(list(rows["label"]))
+
+        def forward_backward():  # the step's closure: the optimizer calls it for the loss and its gradients
+            optimizer.zero_grad()
+            step_loss = model(**batch).loss
+            step_loss.backward()
+            return step_loss
+
         start = time.perf_counter()
-        loss = model(**batch, labels=torch.tensor(list(rows["label"]))).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = optimizer.step(forward_backward)
         if step > 0:  # the first step pays for one-off set-up (memory, kernels)
             seconds += time.perf_counter() - start
             losses.append(loss.item())
