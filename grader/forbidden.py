@@ -78,15 +78,40 @@ LAYER_NORM = Forbidden(
 QUANTIZE = Forbidden(
     "torch.quantize_per_tensor",
     (("torch", "quantize_per_tensor"), ("torch", "quantize_per_tensor_dynamic"), ("torch", "quantize_per_channel"),
-     ("torch", "fake_quantize_per_tensor_affine")),
-    "torch's quantizers add a zero point and their own rounding and range; find the scale and the levels "
-    "yourself with plain tensor operations, from the exercise's definition of absmax")
+     ("torch", "fake_quantize_per_tensor_affine"), ("torch", "fake_quantize_per_channel_affine"),
+     ("torch.ao.quantization.observer", "MinMaxObserver.calculate_qparams"),
+     ("torch.ao.quantization.observer", "PerChannelMinMaxObserver.calculate_qparams")),
+    "torch's quantizers and observers add a zero point and their own rounding and range; find the scale and the "
+    "levels yourself with plain tensor operations, from the exercise's definition of absmax")
 GGUF_QUANTIZE = Forbidden(
     "gguf.quants.quantize",
     (("gguf.quants", "quantize"), ("gguf", "quantize"), ("gguf.quants", "Q8_0.quantize"),
      ("gguf.quants", "Q4_0.quantize")),
     "GGUF's quantizers pack bytes with fp16 scales and round halves away from zero; find the per-block scales "
     "and the levels yourself with plain tensor operations")
+ABSMAX_HELPERS = Forbidden(
+    "llmcourse.open_models.absmax_round_trip",
+    (("llmcourse.open_models", "absmax_round_trip"), ("llmcourse.open_models", "absmax_scale")),
+    "the lesson's helpers run PyTorch's observers and fake quantizers, the absmax this exercise asks you to "
+    "write: find the scales and the levels yourself with plain tensor operations")
+TORCH_DEQUANTIZE = Forbidden(
+    "torch.dequantize",
+    (("torch", "dequantize"), ("torch", "Tensor.dequantize"), ("torch", "_make_per_tensor_quantized_tensor"),
+     ("torch", "_make_per_channel_quantized_tensor")),
+    "a quantized tensor of PyTorch reads itself back, which is what this exercise asks you to write: give each "
+    "level the scale of its tensor or its block yourself, with plain tensor operations")
+GGUF_DEQUANTIZE = Forbidden(
+    "gguf.quants.dequantize",
+    (("gguf.quants", "dequantize"), ("gguf", "dequantize"), ("gguf.quants", "Q8_0.dequantize"),
+     ("gguf.quants", "Q4_0.dequantize"), ("gguf.quants", "Q4_1.dequantize"),
+     ("llmcourse.open_models", "gguf_dequantized")),
+    "GGUF's reader (and the lesson's `gguf_dequantized`, which calls it) unpacks bytes with fp16 scales; give "
+    "each level the scale of its tensor or its block yourself, with plain tensor operations")
+KV_CACHE_READ = Forbidden(
+    "llmcourse.open_models.kv_cache",
+    (("llmcourse.open_models", "kv_cache"), ("llmcourse.open_models", "cache_nbytes")),
+    "the lesson reads the cache that a forward pass leaves; this exercise asks you to count its bytes from "
+    "the shapes you are given")
 TOP_K_WARPER = Forbidden(
     "TopKLogitsWarper",
     (("transformers.generation.logits_process", "TopKLogitsWarper.__call__"),),

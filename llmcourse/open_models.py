@@ -1,9 +1,13 @@
-"""Lesson 10, open models: the shapes of OPT-175B and BLOOM-176B, perplexity on held-out Shakespeare,
-a model's linear weights swapped for a transform of them (a quantization round trip), measured memory,
-KV cache and tokens per second, the Q4_1 blocks of the shipped GGUF, and the parallel texts and
-tokenizers of the fertility comparison.
+"""Lesson 10, open models: the shapes of OPT-175B and BLOOM-176B (and the models themselves, built on
+PyTorch's meta device: shapes and dtypes without memory), perplexity on held-out Shakespeare, a model's
+linear weights swapped for a transform of them (a quantization round trip), measured memory, KV cache and
+tokens per second, absmax quantization done by PyTorch's own quantizers, the Q4_1 blocks of the shipped
+GGUF, and the parallel texts and tokenizers of the fertility comparison.
 
-Nothing here quantizes or counts tokens per word in general: those are the chapter's exercises.
+Nothing here writes out the chapter's exercises: the KV cache is read from what a forward pass leaves
+(``kv_cache``, forbidden in ``largest_batch``), absmax is PyTorch's observers and fake quantizers
+(``absmax_scale`` and ``absmax_round_trip``, forbidden in ``absmax_quantize``), GGUF's blocks are read
+back by the ``gguf`` package (``gguf_dequantized``), and no function counts tokens per word.
 """
 
 import math
@@ -42,6 +46,37 @@ OPEN_MODELS = {
     "SmolLM2-135M": ModelShape("SmolLM2-135M", 134_515_008, 30, 3, 64, 8_192,
                                "the shipped model's config.json (9 query heads share 3 key/value heads)"),
 }
+
+# The configurations the models were released with (Hugging Face's ``OPTConfig`` and ``BloomConfig``
+# arguments): OPT-175B from Zhang et al. 2022, Table 1 (96 layers, 96 heads, width 12,288), with the OPT
+# family's vocabulary of 50,272 and feed-forward width 4 x 12,288; BLOOM-176B from its config.json (70
+# layers, 112 heads, width 14,336, vocabulary padded to 250,880).
+PUBLISHED_CONFIGS = {
+    "OPT-175B": ("OPTConfig", {"vocab_size": 50_272, "hidden_size": 12_288, "word_embed_proj_dim": 12_288,
+                               "num_hidden_layers": 96, "num_attention_heads": 96, "ffn_dim": 49_152,
+                               "max_position_embeddings": 2_048}),
+    "BLOOM-176B": ("BloomConfig", {"vocab_size": 250_880, "hidden_size": 14_336, "n_layer": 70, "n_head": 112}),
+}
+
+
+def meta_model(name: str, dtype: torch.dtype = torch.float16):
+    """``name`` (a key of ``PUBLISHED_CONFIGS``, or ``"SmolLM2-135M"``: the shipped model's own config) built
+    by Hugging Face on PyTorch's meta device, in ``dtype``: every parameter has its shape and dtype but no
+    memory, so ``get_memory_footprint()`` and the KV cache of a forward pass can be read for 175 B
+    parameters on a laptop. Running it computes shapes, not numbers."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if name == "SmolLM2-135M":
+        from llmcourse.models import CAUSAL_LMS, DEFAULT_CAUSAL_LM, resolve
+
+        config = AutoConfig.from_pretrained(resolve(None, CAUSAL_LMS, DEFAULT_CAUSAL_LM))
+    else:
+        config_class, arguments = PUBLISHED_CONFIGS[name]
+        config = getattr(transformers, config_class)(**arguments)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+
 
 # ---------------------------------------------------------------- held-out text and perplexity
 
@@ -157,11 +192,17 @@ def _cache_argument(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def measured_kv_cache_bytes(model, input_ids: torch.Tensor) -> int:
-    """Run the prompt ``input_ids`` ``(B, T)`` once with ``use_cache=True``; the bytes of the cache it leaves."""
+def kv_cache(model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Run the prompt ``input_ids`` ``(B, T)`` once with ``use_cache=True``; the cache it leaves, as one
+    ``(keys, values)`` pair per layer, each ``(B, key/value heads, T, head size)`` in the model's dtype (on the
+    meta device for a ``meta_model``: shapes and ``nbytes``, no numbers)."""
     with torch.no_grad():
-        output = model(input_ids.to(next(model.parameters()).device), use_cache=True)
-    return cache_nbytes(_cache_of(output))
+        cache = _cache_of(model(input_ids.to(next(model.parameters()).device), use_cache=True))
+    if hasattr(cache, "layers"):  # transformers 5: one DynamicLayer per layer
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):  # transformers 4.x DynamicCache
+        return list(zip(cache.key_cache, cache.value_cache))
+    return [tuple(pair) for pair in cache]  # the legacy tuple of (key, value) pairs
 
 
 def generation_speed(model, input_ids: torch.Tensor, new_tokens: int) -> dict:
@@ -188,6 +229,51 @@ def generation_speed(model, input_ids: torch.Tensor, new_tokens: int) -> dict:
             "prefill_s": prefill, "prefill_tokens_per_s": ids.shape[1] / prefill,
             "decode_s": decode, "decode_tokens_per_s": (new_tokens - 1) / decode if new_tokens > 1 else float("nan"),
             "cache_bytes": cache_nbytes(_cache_of(output)), "ids": torch.cat([ids, *generated], dim=1).cpu()}
+
+
+# ---------------------------------------------------------------- absmax, by PyTorch's quantizers
+
+def _observer(bits: int, per_block: bool):
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    top = {8: 127, 7: 63, 6: 31, 5: 15, 4: 7, 3: 3, 2: 1}[bits]  # the symmetric signed levels -top..top
+    if per_block:  # each block a "channel": one row of the (blocks, block size) view
+        return PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                        quant_min=-top, quant_max=top), top
+    return MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-top, quant_max=top), top
+
+
+def absmax_scale(w: torch.Tensor, bits: int, block: int | None = None):
+    """The absmax scale of ``w`` at ``bits`` bits as PyTorch's observer computes it: a float for the whole
+    tensor (``block`` None), else a float32 tensor with one scale per ``block`` consecutive elements of the
+    flattened ``w``. PyTorch raises an all-zero group's scale to float32's eps (its levels stay 0)."""
+    observer, _ = _observer(bits, block is not None)
+    observer(w.detach().float() if block is None else w.detach().float().view(-1, block))
+    scale, _ = observer.calculate_qparams()
+    return scale.item() if block is None else _plain(scale.float())
+
+
+def absmax_round_trip(w: torch.Tensor, bits: int, block: int | None = None) -> torch.Tensor:
+    """``w`` quantized with absmax at ``bits`` bits and read back, by PyTorch's fake quantizers: one scale for
+    the tensor (``fake_quantize_per_tensor_affine``) or one per ``block`` consecutive elements of the flattened
+    tensor (``fake_quantize_per_channel_affine`` on the ``(blocks, block)`` view). Same shape and dtype as ``w``."""
+    observer, top = _observer(bits, block is not None)
+    x = w.detach().float()
+    if block is None:
+        observer(x)
+        scale, _ = observer.calculate_qparams()
+        return torch.fake_quantize_per_tensor_affine(x, scale.item(), 0, -top, top).to(w.dtype)
+    rows = x.view(-1, block)
+    observer(rows)
+    scale, zero_point = observer.calculate_qparams()
+    out = torch.fake_quantize_per_channel_affine(rows, scale.float(), zero_point.int(), 0, -top, top)
+    return _plain(out.view(w.shape).to(w.dtype))
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a plain tensor: the observers make their scales with ``device=...``, which the test suite's device
+    check (``LLMCOURSE_DEVICE_CHECK``) marks with a tensor subclass that the results would carry on."""
+    return t if type(t) is torch.Tensor else t.as_subclass(torch.Tensor)
 
 
 # ---------------------------------------------------------------- the shipped GGUF file
@@ -228,6 +314,16 @@ def q4_1_blocks(tensor_name: str, path: Path | None = None) -> dict:
     q = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)  # (rows, blocks, 32)
     return {"d": torch.from_numpy(d), "m": torch.from_numpy(m), "q": torch.from_numpy(q.copy()),
             "type": tensor.tensor_type.name, "n_bytes": int(tensor.n_bytes)}
+
+
+def gguf_dequantized(tensor_name: str, path: Path | None = None) -> torch.Tensor:
+    """One tensor of the GGUF file as float32, read back by the ``gguf`` package's own ``dequantize`` (its
+    shape as PyTorch lays it out: ``(out features, in features)`` for a weight)."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize as gguf_dequantize
+
+    (tensor,) = [t for t in GGUFReader(path or shipped_gguf_path()).tensors if t.name == tensor_name]
+    return torch.from_numpy(np.ascontiguousarray(gguf_dequantize(tensor.data, tensor.tensor_type), dtype=np.float32))
 
 
 # ---------------------------------------------------------------- parallel texts and tokenizers

@@ -305,6 +305,35 @@ def test_absmax_quantize_refuses_torchs_quantizer():
     assert list(result.mistakes) == ["calls `torch.quantize_per_tensor`, which this exercise asks you to build yourself"]
 
 
+def test_absmax_quantize_refuses_the_lessons_helpers_and_torchs_observer():
+    from torch.ao.quantization.observer import MinMaxObserver
+
+    from llmcourse import open_models
+
+    def with_helper(w, bits=8, block_size=None):
+        scale = open_models.absmax_scale(w, bits, block_size)
+        return torch.round(w / scale).to(torch.int8), scale
+
+    def with_observer(w, bits=8, block_size=None):
+        observer = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+        observer(w)
+        scale = observer.calculate_qparams()[0].item()
+        return torch.round(w / scale).to(torch.int8), scale
+
+    assert ("calls `llmcourse.open_models.absmax_round_trip`, which this exercise asks you to build yourself"
+            in check("absmax_quantize", with_helper).mistakes)
+    assert ("calls `torch.quantize_per_tensor`, which this exercise asks you to build yourself"
+            in check("absmax_quantize", with_observer).mistakes)
+
+
+def test_dequantize_refuses_torchs_quantized_tensors():
+    def dequantize(q, scale, block_size=None):
+        return torch._make_per_tensor_quantized_tensor(q, scale, 0).dequantize()
+
+    assert "calls `torch.dequantize`, which this exercise asks you to build yourself" in check("dequantize",
+                                                                                             dequantize).mistakes
+
+
 def test_the_filters_refuse_hugging_faces_warpers():
     from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 

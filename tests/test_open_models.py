@@ -1,6 +1,7 @@
-"""Tests for llmcourse.open_models: shapes, held-out text and perplexity, swapped weights, measured cache
-and speed (on a tiny random Llama: fast, no downloads), the Q4_1 decoder (on a GGUF written here and
-on the shipped one), and the parallel texts and tokenizers of lesson 10."""
+"""Tests for llmcourse.open_models: shapes and the meta-device models, held-out text and perplexity, swapped
+weights, measured cache and speed (on a tiny random Llama: fast, no downloads), absmax by PyTorch's
+quantizers, the Q4_1 decoder and gguf's own reading (on a GGUF written here and on the shipped one), and
+the parallel texts and tokenizers of lesson 10."""
 
 import math
 import unicodedata
@@ -148,9 +149,24 @@ def test_resident_memory_is_positive():
     assert om.resident_memory_mb() > 10
 
 
-def test_measured_kv_cache_is_the_formula(tiny_llama):
+def test_kv_cache_holds_keys_and_values_of_every_layer_and_is_the_formula(tiny_llama):
     ids = torch.randint(0, 50, (3, 9))
-    assert om.measured_kv_cache_bytes(tiny_llama, ids) == _kv_formula(tiny_llama.config, 9, batch=3)
+    cache = om.kv_cache(tiny_llama, ids)
+    assert len(cache) == 2 and all(k.shape == v.shape == (3, 2, 9, 4) for k, v in cache)
+    assert sum(k.nbytes + v.nbytes for k, v in cache) == _kv_formula(tiny_llama.config, 9, batch=3)
+    assert om.cache_nbytes([tuple(pair) for pair in cache]) == _kv_formula(tiny_llama.config, 9, batch=3)
+
+
+def test_meta_models_have_the_published_sizes_and_no_memory():
+    bloom = om.meta_model("BLOOM-176B")
+    assert bloom.device.type == "meta"
+    assert bloom.num_parameters() == om.OPEN_MODELS["BLOOM-176B"].n_params  # the model card's count
+    assert bloom.get_memory_footprint() >= 2 * bloom.num_parameters()  # fp16, buffers on top
+    opt = om.meta_model("OPT-175B")
+    assert 174e9 < opt.num_parameters() < 175e9  # "175B" rounds it
+    cache = om.kv_cache(opt, torch.zeros(2, 16, dtype=torch.long, device=opt.device))
+    assert len(cache) == 96 and cache[0][0].shape == (2, 96, 16, 128) and cache[0][0].dtype == torch.float16
+    assert sum(k.nbytes + v.nbytes for k, v in cache) == 2 * 16 * 4_718_592  # the formula's bytes per token
 
 
 def test_generation_speed_is_greedy_decoding_with_the_cache(tiny_llama):
@@ -164,6 +180,31 @@ def test_generation_speed_is_greedy_decoding_with_the_cache(tiny_llama):
     assert speed["cache_bytes"] == _kv_formula(tiny_llama.config, 5 + 6 - 1)
     assert speed["prefill_tokens_per_s"] > 0 and speed["decode_tokens_per_s"] > 0
     assert speed["prompt_tokens"] == 5 and speed["new_tokens"] == 6
+
+
+# ---------------------------------------------------------------- absmax by PyTorch's quantizers
+
+def test_absmax_round_trip_is_the_lessons_worked_example():
+    w = torch.tensor([0.12, -0.30, 0.05, 2.10, -0.18, 0.08, -0.04, 0.21])
+    assert om.absmax_scale(w, 4) == pytest.approx(0.30)
+    torch.testing.assert_close(om.absmax_round_trip(w, 4), torch.tensor([0, -0.3, 0, 2.1, -0.3, 0, 0, 0.3]))
+    torch.testing.assert_close(om.absmax_scale(w, 4, 4), torch.tensor([0.30, 0.03]))
+    torch.testing.assert_close(om.absmax_round_trip(w, 4, 4),
+                               torch.tensor([0, -0.3, 0, 2.1, -0.18, 0.09, -0.03, 0.21]))
+
+
+def test_absmax_round_trip_keeps_the_shape_and_zero_blocks_and_stays_on_its_levels():
+    w = torch.randn(4, 64, generator=torch.Generator().manual_seed(0))
+    w[0, :32] = 0
+    for bits, top in ((8, 127), (4, 7), (2, 1)):
+        out = om.absmax_round_trip(w, bits, 32)
+        assert out.shape == w.shape and out.dtype == w.dtype and (out[0, :32] == 0).all()
+        scales = om.absmax_scale(w, bits, 32)
+        levels = out.view(-1, 32)[1:] / scales[1:, None]
+        torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
+        assert levels.abs().max() <= top + 1e-4
+        per_tensor = om.absmax_round_trip(w, bits)
+        assert (per_tensor.abs().max() - w.abs().max()).abs() < 1e-6
 
 
 # ---------------------------------------------------------------- GGUF Q4_1
@@ -196,6 +237,15 @@ def test_q4_1_blocks_decode_like_gguf_itself(small_gguf):
     np.testing.assert_array_equal(decoded.numpy(), quants.dequantize(tensor.data, tensor.tensor_type))
     assert np.abs(decoded.numpy() - weights).max() < 0.5  # 16 levels per block: a coarse copy
     assert blocks["n_bytes"] == 6 * 3 * 20
+
+
+def test_gguf_dequantized_is_gguf_s_own_reading(small_gguf):
+    path, weights = small_gguf
+    blocks = om.q4_1_blocks("blk.0.attn_output.weight", path)
+    decoded = om.gguf_dequantized("blk.0.attn_output.weight", path)
+    assert decoded.shape == (6, 96) and decoded.dtype == torch.float32
+    torch.testing.assert_close(decoded, (blocks["d"][..., None] * blocks["q"].float()
+                                         + blocks["m"][..., None]).reshape(6, 96), atol=1e-6, rtol=0)
 
 
 def test_q4_1_blocks_refuses_another_format(small_gguf):

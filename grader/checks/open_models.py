@@ -26,7 +26,8 @@ import torch
 
 from grader.compare import Mistake, Problem, close, tensor_problem
 from grader.core import Case, Exercise, RaisesCase, raised, register
-from grader.forbidden import GGUF_QUANTIZE, QUANTIZE
+from grader.forbidden import (ABSMAX_HELPERS, GGUF_DEQUANTIZE, GGUF_QUANTIZE, KV_CACHE_READ, QUANTIZE,
+                              TORCH_DEQUANTIZE)
 from grader.numbers import is_number, number_problem, ratio_hint, scalar_problem
 from grader.values import TensorData, describe
 
@@ -182,6 +183,7 @@ register(Exercise(
     signature="(n_params, bytes_per_param, n_layers, n_kv_heads, head_dim, seq_len, kv_bytes_per_value, memory_gb, "
               "overhead_gb=0.0)", points=2,
     make_cases=largest_batch_cases, judge=judge_largest_batch, explain_error=explain_largest_batch_error,
+    forbidden=(KV_CACHE_READ,),
 ))
 
 
@@ -443,6 +445,7 @@ def explain_dequantize_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="dequantize", chapter="10", signature="(q, scale, block_size=None)", points=2,
     make_cases=dequantize_cases, judge=judge_dequantize, explain_error=explain_dequantize_error,
+    forbidden=(TORCH_DEQUANTIZE, GGUF_DEQUANTIZE),
 ))
 
 
@@ -814,5 +817,5 @@ def explain_absmax_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="absmax_quantize", chapter="10", signature="(w, bits=8, block_size=None)", points=4,
     make_cases=absmax_cases, judge=judge_absmax, explain_error=explain_absmax_error,
-    forbidden=(QUANTIZE, GGUF_QUANTIZE),
+    forbidden=(QUANTIZE, GGUF_QUANTIZE, ABSMAX_HELPERS),
 ))
