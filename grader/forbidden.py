@@ -212,6 +212,17 @@ CONTINUATION_SCORING = Forbidden(
                                                       "mean_token_logprob")),
     "lesson 09's harness scores a continuation after a prompt just so: run the model on `input_ids` yourself "
     "and sum the log-probabilities of the tokens after the prompt")
+GENERATION_SPEED = Forbidden(
+    "llmcourse.open_models.generation_speed",
+    (("llmcourse.open_models", "generation_speed"),),
+    "lesson 10's timer decodes greedily with the model's cache, which is what this exercise builds: call the "
+    "model yourself, one step at a time")
+LABEL_SCORING = Forbidden(
+    "llmcourse.evaluation.choice_logprobs",
+    tuple(("llmcourse.evaluation", name) for name in ("choice_logprobs", "continuation_logprobs", "read",
+                                                      "mean_token_logprob", "evaluate_multiple_choice")),
+    "lesson 09's harness scores each choice after a prompt, which is what this exercise builds: tokenize the "
+    "prompt and each label yourself and score the label with your own `sequence_logprob`")
 
 MOE_ROUTER = Forbidden(
     "llmcourse.moe.router_gates",

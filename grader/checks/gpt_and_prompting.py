@@ -25,7 +25,8 @@ from torch import nn
 
 from grader.compare import Mistake, Problem, tensor_problem, with_mistake
 from grader.core import Case, Exercise, RaisesCase, _changed, raised, register
-from grader.forbidden import CONTINUATION_SCORING, LM_PERPLEXITY, TOP_K_WARPER, TOP_P_WARPER
+from grader.forbidden import (CONTINUATION_SCORING, GENERATION_SPEED, LABEL_SCORING, LM_PERPLEXITY, TOP_K_WARPER,
+                              TOP_P_WARPER)
 from grader.values import AttrDict, TensorData, describe
 
 NEG_INF = float("-inf")
@@ -402,6 +403,7 @@ def judge_greedy_decode(case: Case, out) -> str | None:
 register(Exercise(
     name="greedy_decode", chapter="05", signature="(model, input_ids, max_new_tokens, eos_token_id=None)", points=2,
     make_cases=greedy_decode_cases, judge=judge_greedy_decode, explain_error=explain_model_error,
+    forbidden=(GENERATION_SPEED,),
 ))
 
 
@@ -1209,5 +1211,5 @@ def explain_classify_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="classify_by_likelihood", chapter="05", signature="(model, tokenizer, prompt, labels)", points=2,
     make_cases=classify_by_likelihood_cases, judge=judge_classify_by_likelihood,
-    explain_error=explain_classify_error,
+    explain_error=explain_classify_error, forbidden=(LABEL_SCORING, LM_PERPLEXITY),
 ))

@@ -24,9 +24,9 @@ from chapter_contract import A_LIST, DEFAULT_GARBAGE, ChapterContract, assert_fa
 
 import grader
 from grader import check
-from grader.forbidden import CONTINUATION_SCORING, LM_PERPLEXITY, not_enforced
-from llmcourse.evaluation import continuation_logprobs, read
-from llmcourse.open_models import causal_lm_perplexity
+from grader.forbidden import CONTINUATION_SCORING, GENERATION_SPEED, LABEL_SCORING, LM_PERPLEXITY, not_enforced
+from llmcourse.evaluation import choice_logprobs, continuation_logprobs, read
+from llmcourse.open_models import causal_lm_perplexity, generation_speed
 from grader.checks import gpt_and_prompting as decoding
 from grader.checks.gpt_and_prompting import TableLM, ToyTokenizer, beam_beats_greedy_lm
 
@@ -186,6 +186,22 @@ def test_sequence_logprob_refuses_the_course_helpers_that_sum_the_same_log_proba
         result = check("sequence_logprob", fn)
         assert not result.passed
         assert list(result.mistakes) == [helper.mistake], fn.__name__
+
+
+def test_greedy_decode_refuses_lesson_10s_timer():
+    def greedy_decode(model, input_ids, max_new_tokens, eos_token_id=None):
+        if max_new_tokens == 0:
+            return input_ids
+        ids = generation_speed(model, input_ids, max_new_tokens)["ids"]  # greedy, with the cache
+        new = ids[0, input_ids.shape[1]:].tolist()
+        if eos_token_id in new:
+            ids = ids[:, :input_ids.shape[1] + new.index(eos_token_id) + 1]
+        return ids
+
+    with not_enforced():  # the timer answers every case once cut after EOS: only the guard stops it
+        assert check("greedy_decode", greedy_decode).passed
+    result = check("greedy_decode", greedy_decode)
+    assert list(result.mistakes) == [GENERATION_SPEED.mistake], result.feedback
 
 
 def test_a_tensor_returned_for_the_model_output_gets_a_hint():
@@ -914,6 +930,34 @@ def classify_tensors(model, tokenizer, prompt, labels):
         if score > best_score:
             best, best_score = label, score
     return best
+
+
+def classify_by_harness(model, tokenizer, prompt, labels):
+    """Lesson 09's harness: it scores each " " + label after the prompt, tokenized apart, as the exercise asks."""
+    scores = choice_logprobs(model, tokenizer, prompt, labels)
+    return labels[max(range(len(labels)), key=scores.__getitem__)]
+
+
+def classify_by_perplexity(model, tokenizer, prompt, labels):
+    """Lesson 10's perplexity helper: log P(label | prompt) from the perplexities of the two prefixes."""
+    p = tokenizer.encode(prompt, add_special_tokens=False)
+
+    def after_first_token(ids):
+        n = len(ids)
+        return -(n - 1) * math.log(causal_lm_perplexity(model, torch.tensor(ids), window=n, progress=False)) if n > 1 else 0.0
+
+    scores = [after_first_token(p + tokenizer.encode(" " + label, add_special_tokens=False)) - after_first_token(p)
+              for label in labels]
+    return labels[max(range(len(labels)), key=scores.__getitem__)]
+
+
+def test_classify_by_likelihood_refuses_the_course_helpers_that_score_labels():
+    with not_enforced():  # allowed, each helper answers the cases it can run on
+        assert check("classify_by_likelihood", classify_by_perplexity).passed
+    for fn, helper in [(classify_by_harness, LABEL_SCORING), (classify_by_perplexity, LM_PERPLEXITY)]:
+        result = check("classify_by_likelihood", fn)
+        assert not result.passed
+        assert list(result.mistakes) == [helper.mistake], (fn.__name__, result.feedback)
 
 
 def classify_together(model, tokenizer, prompt, labels):
