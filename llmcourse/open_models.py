@@ -186,12 +186,6 @@ def _cache_of(output):
     return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
 
 
-def _cache_argument(model) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def kv_cache(model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Run the prompt ``input_ids`` ``(B, T)`` once with ``use_cache=True``; the cache it leaves, as one
     ``(keys, values)`` pair per layer, each ``(B, key/value heads, T, head size)`` in the model's dtype (on the
@@ -206,29 +200,36 @@ def kv_cache(model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.T
 
 
 def generation_speed(model, input_ids: torch.Tensor, new_tokens: int) -> dict:
-    """Greedy generation of ``new_tokens`` after the prompt ``input_ids`` ``(1, T)``, reusing the KV cache.
+    """Greedy generation of ``new_tokens`` after the prompt ``input_ids`` ``(1, T)`` by ``model.generate`` (which
+    reuses the KV cache), timed by a streamer that notes when the prompt goes in and each new token comes out.
 
-    Returns the prompt's tokens per second (one forward pass over the prompt, "prefill"), the new tokens
-    per second (one forward pass per token, "decode"), the seconds of each, the cache's bytes at the end
-    and the generated ids ``(1, T + new_tokens)``.
+    Returns the prompt's tokens per second (one forward pass over the prompt, "prefill", which yields the first
+    new token), the new tokens per second after it (one forward pass each, "decode"), the seconds of each, the
+    cache's bytes at the end and the generated ids ``(1, T + new_tokens)`` (an end-of-text token does not stop it).
     """
-    device = next(model.parameters()).device
-    ids = input_ids.to(device)
-    name = _cache_argument(model)
+    from transformers import GenerationConfig
+    from transformers.generation.streamers import BaseStreamer
+
+    class Clock(BaseStreamer):
+        def __init__(self):
+            self.times = []  # the prompt, then every new token
+
+        def put(self, value):
+            self.times.append(time.perf_counter())
+
+        def end(self):
+            pass
+
+    clock = Clock()
+    config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0,
+                              return_dict_in_generate=True)
     with torch.no_grad():
-        start = time.perf_counter()
-        output = model(ids, use_cache=True)
-        prefill = time.perf_counter() - start
-        generated = [output.logits[:, -1].argmax(-1, keepdim=True)]  # (1, 1)
-        start = time.perf_counter()
-        for _ in range(new_tokens - 1):
-            output = model(generated[-1], use_cache=True, **{name: _cache_of(output)})
-            generated.append(output.logits[:, -1].argmax(-1, keepdim=True))
-        decode = time.perf_counter() - start
-    return {"prompt_tokens": ids.shape[1], "new_tokens": new_tokens,
-            "prefill_s": prefill, "prefill_tokens_per_s": ids.shape[1] / prefill,
+        output = model.generate(input_ids.to(model.device), generation_config=config, streamer=clock)
+    prefill, decode = clock.times[1] - clock.times[0], clock.times[-1] - clock.times[1]
+    return {"prompt_tokens": input_ids.shape[1], "new_tokens": new_tokens,
+            "prefill_s": prefill, "prefill_tokens_per_s": input_ids.shape[1] / prefill,
             "decode_s": decode, "decode_tokens_per_s": (new_tokens - 1) / decode if new_tokens > 1 else float("nan"),
-            "cache_bytes": cache_nbytes(_cache_of(output)), "ids": torch.cat([ids, *generated], dim=1).cpu()}
+            "cache_bytes": cache_nbytes(_cache_of(output)), "ids": output.sequences.cpu()}
 
 
 # ---------------------------------------------------------------- absmax, by PyTorch's quantizers
