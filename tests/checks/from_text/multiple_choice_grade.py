@@ -6,12 +6,9 @@ def multiple_choice_grade(choice_scores, target_scores):
     total = 0.0
     for scores, targets in zip(choice_scores, target_scores):
         scores = [float(s) for s in scores]
-        # first index of the maximum (ties -> lowest index, as np.argmax)
         best = 0
         for i in range(1, len(scores)):
             if scores[i] > scores[best]:
                 best = i
-        # the dict's own key order is the task's choice order (not sorted)
-        values = list(targets.values())
-        total += float(values[best])
+        total += float(list(targets.values())[best])
     return float(total / len(choice_scores))
