@@ -69,12 +69,13 @@ def cmd_check(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     names = exercise_names(notebook, chapter)
-    if chapter and not Path(args.target).exists() and not notebook_for(chapter)[1]:
+    yours, have_copy = notebook_for(chapter) if chapter else (None, False)
+    if chapter and not Path(args.target).exists() and not have_copy:
         print(f"Checking the release {notebook} (you have no copy yet: `llmcourse start {chapter}` makes one "
               f"in my-work/) ...", flush=True)
     else:
         print(f"Checking {notebook} ...", flush=True)
-    stale = outdated(chapter) if chapter and notebook == notebook_for(chapter)[0] else None
+    stale = outdated(chapter) if chapter and notebook == yours else None
     if stale:
         print(f"note: {stale}", flush=True)
     results = check_notebook(notebook, names, releases().get(chapter))

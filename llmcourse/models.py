@@ -16,7 +16,7 @@ from pathlib import Path
 
 from llmcourse.cache import (CacheError, atomic_folder, cache_dir, commit_folder, ensured_folder, known_sha256,
                              verify_manifest, write_manifest)
-from llmcourse.device import pick_device
+from llmcourse.device import pick_device, watch_device_use
 from llmcourse.fetch import FetchError, fetch_package_files
 
 
@@ -230,7 +230,7 @@ def load_encoder(name: str | None = None, attn_implementation: str = "eager", de
     source = resolve(name, ENCODERS, DEFAULT_ENCODER)
     tokenizer = _from_pretrained(AutoTokenizer, source, ENCODERS)
     model = _from_pretrained(AutoModel, source, ENCODERS, attn_implementation=attn_implementation)
-    return tokenizer, model.to(pick_device(device)).eval()
+    return tokenizer, watch_device_use(model.to(pick_device(device)).eval())
 
 
 def load_causal_lm(name: str | None = None, device=None):
@@ -244,4 +244,4 @@ def load_causal_lm(name: str | None = None, device=None):
     source = resolve(name, CAUSAL_LMS, DEFAULT_CAUSAL_LM)
     tokenizer = _from_pretrained(AutoTokenizer, source, CAUSAL_LMS)
     model = _from_pretrained(AutoModelForCausalLM, source, CAUSAL_LMS)
-    return tokenizer, model.to(pick_device(device)).eval()
+    return tokenizer, watch_device_use(model.to(pick_device(device)).eval())

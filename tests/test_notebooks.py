@@ -17,6 +17,7 @@ import pytest
 from nbformat.v4 import new_code_cell
 from offline import run_offline
 
+from llmcourse.device import CHECK_ENV
 from llmcourse.run_notebooks import course_notebooks, execute_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,8 @@ def is_lesson(path: Path) -> bool:
 
 
 @pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_notebook_executes(path, tmp_path):
+def test_notebook_executes(path, tmp_path, monkeypatch):
+    monkeypatch.setenv(CHECK_ENV, "1")  # a model called with inputs never moved to its device fails the cell
     extra = []
     if is_lesson(path):
         names = top_level_functions(nbformat.read(path, as_version=4))
@@ -117,3 +119,26 @@ def test_llmcourse_has_no_function_with_an_exercise_name():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in REGISTRY:
                 clashes.append(f"{module.name}: {node.name}")
     assert not clashes
+
+
+# Lesson 05's first model call before issue 22: on a GPU it fails, since `ids` stays on the CPU.
+CELL_THAT_NEVER_MOVES_ITS_INPUTS = """prompt = "The capital of France is"
+ids = tokenizer(prompt, return_tensors="pt").input_ids  # (1, T)
+with torch.no_grad():
+    logits = model(ids).logits  # (1, T, V)
+"""
+
+
+@pytest.mark.parametrize("move", ["", ".to(model.device)"], ids=["never-moved", "moved"])
+def test_the_device_check_fails_a_cell_that_never_moves_its_inputs_to_the_model(move, tmp_path, monkeypatch):
+    """On the CPU `.to(cpu)` is the very tensor, so the check mode marks what was moved (llmcourse.device)."""
+    nb = nbformat.v4.new_notebook(cells=[
+        new_code_cell("import torch\nfrom llmcourse.models import load_causal_lm\ntokenizer, model = load_causal_lm()"),
+        new_code_cell(CELL_THAT_NEVER_MOVES_ITS_INPUTS.replace(".input_ids  #", f".input_ids{move}  #"))])
+    nbformat.write(nb, tmp_path / "cells.ipynb")
+    monkeypatch.setenv(CHECK_ENV, "1")
+    if not move:
+        with pytest.raises(Exception, match="DeviceNotFollowed.*never moved to the model's device"):
+            execute_notebook(tmp_path / "cells.ipynb", quick=True)
+    else:
+        execute_notebook(tmp_path / "cells.ipynb", quick=True)
