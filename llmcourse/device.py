@@ -55,6 +55,9 @@ class MovedTensor(torch.Tensor):
     def __repr__(self, **kwargs):  # printed as the tensor it stands for
         return self.as_subclass(torch.Tensor).__repr__(**kwargs)
 
+    def __format__(self, format_spec):  # f"{loss:.2f}" formats a one-element tensor as the tensor it stands for
+        return self.as_subclass(torch.Tensor).__format__(format_spec)
+
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

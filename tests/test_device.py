@@ -65,6 +65,7 @@ fails(lambda: torch.multinomial(probs, 1, generator=torch.Generator().manual_see
 torch.multinomial(probs, 1, generator=torch.Generator(device=probs.device).manual_seed(0))
 torch.multinomial(torch.ones(3), 1, generator=torch.Generator().manual_seed(0))  # CPU data: no model involved
 assert repr(moved) == "tensor([[1, 2, 3]])"
+assert f"{out.loss:.2f}" == f"{out.loss.item():.2f}" and f"{moved.sum()}" == "6"  # formatted as a plain tensor
 print("ok")
 """
 
