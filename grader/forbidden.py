@@ -120,6 +120,11 @@ HF_BERT_LAYER = Forbidden(
                       "BertOutput", "BertEncoder")),
     "use your own `multi_head_attention`, `layer_norm` and `feed_forward`, since how BERT wires them together "
     "(residuals, LayerNorms, the padding mask) is the exercise")
+HF_LAYER_OUTPUT = Forbidden(
+    "llmcourse.transformer.hf_layer_output",
+    (("llmcourse.transformer", "hf_layer_output"),),
+    "it runs Hugging Face's own layer, the lesson's reference for a layer you write: wire your "
+    "`multi_head_attention`, `layer_norm` and `feed_forward` together yourself")
 
 PREDICT = Forbidden(
     "llmcourse.finetune.predict",

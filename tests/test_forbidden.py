@@ -394,3 +394,27 @@ def test_transformer_param_count_refuses_building_the_model_to_count_it():
         assert check("transformer_param_count", transformer_param_count).passed
     result = check("transformer_param_count", transformer_param_count)
     assert list(result.mistakes) == ["calls `GPT2LMHeadModel`, which this exercise asks you to build yourself"]
+
+
+def test_bert_layer_refuses_the_lessons_reference_layer():
+    def bert_layer(hidden_states, attention_mask, params, n_heads, eps=1e-12):
+        from types import SimpleNamespace
+
+        from transformers import BertConfig
+        from transformers.models.bert.modeling_bert import BertLayer
+
+        from llmcourse.transformer import hf_layer_output
+
+        config = BertConfig(hidden_size=hidden_states.shape[-1], num_attention_heads=n_heads,
+                            intermediate_size=params["intermediate.dense.weight"].shape[0], layer_norm_eps=eps,
+                            attn_implementation="eager")
+        layer = BertLayer(config).eval()
+        layer.load_state_dict(params)
+        model = SimpleNamespace(encoder=SimpleNamespace(layer=[layer]), device=hidden_states.device)
+        return hf_layer_output(model, 0, hidden_states, attention_mask)
+
+    with not_enforced():  # the helper runs Hugging Face's layer from a library frame: it would pass
+        assert check("bert_layer", bert_layer).passed
+    result = check("bert_layer", bert_layer)
+    assert list(result.mistakes) == ["calls `llmcourse.transformer.hf_layer_output`, which this exercise asks you "
+                                     "to build yourself"], result.feedback
