@@ -418,3 +418,26 @@ def test_bert_layer_refuses_the_lessons_reference_layer():
     result = check("bert_layer", bert_layer)
     assert list(result.mistakes) == ["calls `llmcourse.transformer.hf_layer_output`, which this exercise asks you "
                                      "to build yourself"], result.feedback
+
+
+def softmax_through_attention(x, dim=-1):
+    """softmax(x) as the weights of one query of ones against keys x, read out with identity values."""
+    x = x.movedim(dim, -1)
+    q = torch.ones(*x.shape[:-1], 1, 1, dtype=x.dtype)
+    out = F.scaled_dot_product_attention(q, x.unsqueeze(-1), torch.eye(x.shape[-1], dtype=x.dtype), scale=1.0)
+    return out.squeeze(-2).movedim(-1, dim)
+
+
+def causal_mask_through_attention(n):
+    """The lesson's reading of PyTorch's causal weights: the keys that kept any weight."""
+    return F.scaled_dot_product_attention(torch.zeros(n, 1), torch.zeros(n, 1), torch.eye(n), is_causal=True) > 0
+
+
+@pytest.mark.parametrize("name, fn", [("softmax", softmax_through_attention),
+                                      ("causal_mask", causal_mask_through_attention)])
+def test_softmax_and_causal_mask_refuse_the_library_attention(name, fn):
+    with not_enforced():  # PyTorch's attention answers both: the guard stops it
+        assert check(name, fn).passed
+    result = check(name, fn)
+    assert list(result.mistakes) == ["calls `F.scaled_dot_product_attention`, which this exercise asks you to build "
+                                     "yourself"], result.feedback
