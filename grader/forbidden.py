@@ -45,7 +45,7 @@ class ForbiddenCall(RuntimeError):
 
 
 def _alias(module: str, path: str) -> str:
-    short = {"torch.nn.functional": "F", "torch.nn": "nn", "transformers.models.bert.modeling_bert": "",
+    short = {"torch.nn.functional": "F", "torch.nn": "nn", "numpy": "np", "transformers.models.bert.modeling_bert": "",
              "transformers.generation.logits_process": ""}
     prefix = short.get(module, module)
     return f"{prefix}.{path}" if prefix else path
@@ -104,16 +104,50 @@ HARNESS_SCORING = Forbidden(
                                                       "mean_token_logprob", "evaluate_multiple_choice")),
     "the lesson's harness is what this exercise builds: call the model itself, so that you decide what it "
     "is run on (the prompt once, its KV cache reused for every choice)")
+MULTIPLE_CHOICE_HARNESS = Forbidden(
+    "llmcourse.evaluation.pick_choices",
+    tuple(("llmcourse.evaluation", name) for name in ("pick_choices", "evaluate_multiple_choice",
+                                                      "cached_multiple_choice")),
+    "the lesson's harness picks every item's answer and the target score it earns, which is what this exercise "
+    "builds: find each example's highest-scoring choice and its target score yourself, from the lists you are "
+    "given")
+ANSWER_READER = Forbidden(
+    "llmcourse.evaluation.final_integers",
+    (("llmcourse.evaluation", "final_integers"),),
+    "the lesson's reader keeps only an integer after the answer phrase, and reading the final answer back is "
+    "what this exercise builds: find the phrase's last occurrence and cut the answer out of the text yourself, "
+    "as the exercise's steps say")
 LAST_TOKEN_LOGPROBS = Forbidden(
     "llmcourse.bias.last_token_logprobs",
     (("llmcourse.bias", "last_token_logprobs"),),
     "the lesson's helper reads the next-token distribution after each prompt, which is what this exercise "
     "builds: call the model yourself")
+WEAT_TEST = Forbidden(
+    "llmcourse.bias.weat_test",
+    (("llmcourse.bias", "weat_test"),),
+    "the lesson's WEAT returns the effect size this exercise builds: compute each target word's association and "
+    "the standardised difference yourself, from the embeddings you are given")
 GPT2_MODEL = Forbidden(
     "GPT2LMHeadModel",
     tuple(("transformers.models.gpt2.modeling_gpt2", f"{cls}.__init__") for cls in ("GPT2LMHeadModel", "GPT2Model")),
     "building the model and counting its tensors is how the lesson checks the count; this exercise asks you to "
     "count the parts from the shapes yourself")
+TRAINING_COST = Forbidden(
+    "llmcourse.timeline.days_to_train",
+    tuple(("llmcourse.timeline", name) for name in ("days_to_train", "implied_utilisation", "dense_training_flops",
+                                                    "pretraining_costs")),
+    "the lesson's cost helpers turn parameters, tokens and a cluster into FLOPs, days and utilisation, which is "
+    "this exercise's arithmetic: work out what the cluster delivers and what each model's tokens cost yourself")
+SEARCH_SCORES = Forbidden(
+    "llmcourse.search.semantic_scores",
+    (("llmcourse.search", "semantic_scores"),),
+    "the lesson's helper scores documents by cosine similarity, which is part of what this exercise builds: "
+    "compute the similarities from the embeddings you are given yourself")
+SEARCH_RANKING = Forbidden(
+    "llmcourse.search.ranking",
+    (("llmcourse.search", "ranking"),),
+    "the lesson's helper orders documents best first, which is part of what this exercise builds: order the "
+    "indices by similarity yourself (ties: lower index first)")
 HF_BERT_LAYER = Forbidden(
     "BertLayer",
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")
@@ -141,6 +175,12 @@ FIT = Forbidden(
     (("llmcourse.finetune", "fit"),),
     "write the loop over the batches yourself, with the optimizer and scheduler you are given (`fit` builds "
     "its own)")
+MLM_COLLATOR = Forbidden(
+    "DataCollatorForLanguageModeling",
+    tuple(("transformers.data.data_collator", f"DataCollatorForLanguageModeling.{method}")
+          for method in ("__call__", "torch_call", "numpy_call", "torch_mask_tokens", "numpy_mask_tokens")),
+    "Hugging Face's collator applies this very rule (the lesson masks with it): make the choices and the "
+    "replacements yourself with the generator you are given")
 LM_PERPLEXITY = Forbidden(
     "llmcourse.open_models.causal_lm_perplexity",
     (("llmcourse.open_models", "causal_lm_perplexity"),),
@@ -179,6 +219,24 @@ GPIPE_TABLE = Forbidden(
     "llmcourse.moe.gpipe_schedule",
     (("llmcourse.moe", "gpipe_schedule"),),
     "the lesson's GPipe table is what this exercise builds: simulate the stages step by step yourself")
+
+POLYFIT = Forbidden(
+    "np.polyfit",
+    (("numpy", "polyfit"), ("numpy.polynomial.polynomial", "polyfit"), ("numpy.polynomial", "Polynomial.fit"),
+     ("numpy.polynomial.polynomial", "Polynomial.fit")),
+    "lesson 08 fits its lines with it; here the least-squares line is yours: its slope and intercept from their "
+    "formulas (means and sums of the logs), or `np.linalg.lstsq` on a design matrix, or `scipy.stats.linregress`")
+OPTIMAL_SPLIT = Forbidden(
+    "llmcourse.scaling.optimal_split",
+    (("llmcourse.scaling", "optimal_split"), ("scipy.optimize", "minimize_scalar")),
+    "the lesson's helper (SciPy's `minimize_scalar` sliding along the budget line) answers this exercise; derive "
+    "the minimum on paper and write its closed form (a minimisation of your own with `scipy.optimize.minimize`, "
+    "converged as tightly, passes too)")
+LAW_REFIT = Forbidden(
+    "llmcourse.scaling.refit_law",
+    (("llmcourse.scaling", "refit_law"), ("scipy.optimize", "least_squares")),
+    "the lesson's helper refits the law with SciPy's `least_squares` and its Huber loss, which is this exercise; "
+    "write the objective (and its gradient) yourself and minimise it with `scipy.optimize.minimize`")
 
 # ---------------------------------------------------------------- who called
 

@@ -1,10 +1,15 @@
 """Helpers for lesson 06 (bias and environmental cost): the next-token distribution after many prompts at once,
-MiniLM sentence embeddings, a small sentiment classifier on frozen MiniLM features, and a timed burst of
-MiniLM fine-tuning for the energy estimate.
+MiniLM sentence embeddings, the Word Embedding Association Test with its permutation test, a small sentiment
+classifier on frozen MiniLM features, and a timed burst of MiniLM fine-tuning for the energy estimate.
+
+``last_token_logprobs`` and ``weat_test`` do the work of exercises of chapter 06 (``pronoun_log_odds``,
+``weat_effect_size``), which refuse them; they are written another way than the exercises ask for.
 """
 
+import math
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -17,20 +22,23 @@ SENTIMENT_HEAD_STEPS = 300  # full-batch Adam steps of the linear head (a few hu
 def last_token_logprobs(model, tokenizer, prompts: list, batch_size: int = 32) -> torch.Tensor:
     """log P(next token | prompt) for every prompt, as a float32 tensor (N, V), for a Hugging Face causal LM.
 
-    The prompts run in left-padded batches with the attention mask and position ids of each prompt on its own,
-    so every row equals running that prompt alone; only the last position's logits are computed.
+    Built on the library's own generation: ``model.generate`` with one new token, greedy, keeping the raw scores
+    it computed for that token (``output_logits``); the prompts go in left-padded batches, and ``generate`` gives
+    each prompt its own positions from the attention mask, so every row equals the prompt run alone.
     """
+    side = tokenizer.padding_side
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tokenizer.padding_side = "left"  # generate continues every prompt from the same (last) column
     rows = []
-    for start in range(0, len(prompts), batch_size):
-        encoded = [tokenizer(p)["input_ids"] for p in prompts[start:start + batch_size]]
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded])  # (b, T)
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])  # (b, T)
-        position_ids = (attention_mask.cumsum(1) - 1).clamp_min(0)  # (b, T): 0, 1, ... from each first real token
-        logits = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
-                       position_ids=position_ids.to(model.device), logits_to_keep=1).logits  # (b, 1, V)
-        rows.append(torch.log_softmax(logits[:, -1].float(), dim=-1).cpu())
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt",
+                              padding=True).to(model.device)
+            generated = model.generate(**batch, max_new_tokens=1, do_sample=False, output_logits=True,
+                                       return_dict_in_generate=True, pad_token_id=pad_id)
+            rows.append(F.log_softmax(generated.logits[0].float(), dim=-1).cpu())  # the first new token's (b, V)
+    finally:
+        tokenizer.padding_side = side
     return torch.cat(rows)  # (N, V)
 
 
@@ -52,6 +60,36 @@ def sentence_embeddings(tokenizer, encoder, sentences: list, batch_size: int = 6
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, T, 1)
         vectors[chosen] = F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).float().cpu()
     return vectors  # (N, D)
+
+
+def weat_test(X, Y, A, B, n_permutations: int = 10_000, seed: int = 0) -> dict:
+    """Caliskan et al.'s (2017) Word Embedding Association Test of targets X, Y against attributes A, B (one row
+    per word, tensors or arrays of any length): the lesson's WEAT, done the way the course's exercise does not.
+
+    A word's association s(w) is its mean cosine with A minus that with B. With the rows scaled to length 1, a
+    mean of cosines is a dot product with a mean vector, so s is the projection of every target word on one
+    direction, mean(A) - mean(B) of the unit vectors. The effect size d is the difference of the two groups'
+    mean s in units of the sample standard deviation of s (NaN when every s is equal). The one-sided p-value is
+    SciPy's ``permutation_test`` of the statistic sum_X s - sum_Y s over re-splits of the targets (exact,
+    over every split, when there are at most ``n_permutations`` of them).
+
+    Returns ``s`` (float64 array, X's words then Y's), ``d``, ``p``, ``statistic`` and ``permuted`` (the
+    statistic over the re-splits: SciPy's null distribution).
+    """
+    from scipy import stats
+
+    def units(words):
+        return F.normalize(torch.as_tensor(np.asarray(words), dtype=torch.float64), dim=-1)
+
+    direction = units(A).mean(dim=0) - units(B).mean(dim=0)  # (D,)
+    s = torch.cat([units(X), units(Y)]).mv(direction).numpy()  # (n_X + n_Y,): s(w, A, B) of every target word
+    s_x, s_y = np.split(s, [len(X)])
+    spread = np.std(s, ddof=1)  # Caliskan et al.'s sample standard deviation
+    test = stats.permutation_test((s_x, s_y), lambda a, b, axis: a.sum(axis) - b.sum(axis), vectorized=True,
+                                  permutation_type="independent", alternative="greater",
+                                  n_resamples=n_permutations, random_state=seed)
+    return {"s": s, "d": float((np.mean(s_x) - np.mean(s_y)) / spread) if spread > 0 else math.nan,
+            "p": float(test.pvalue), "statistic": float(test.statistic), "permuted": test.null_distribution}
 
 
 def _fit_linear_head(features, labels, steps: int, lr: float, weight_decay: float, seed: int):
@@ -135,11 +173,16 @@ def time_finetuning_steps(n_steps: int, batch_size: int = 16, max_length: int = 
     for step in range(n_steps + 1):
         rows = train.select(range(step * batch_size, (step + 1) * batch_size))
         batch = tokenizer(list(rows["text"]), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        batch["labels"] = torch.tensor(list(rows["label"]))
+
+        def forward_backward():  # the step's closure: the optimizer calls it for the loss and its gradients
+            optimizer.zero_grad()
+            step_loss = model(**batch).loss
+            step_loss.backward()
+            return step_loss
+
         start = time.perf_counter()
-        loss = model(**batch, labels=torch.tensor(list(rows["label"]))).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = optimizer.step(forward_backward)
         if step > 0:  # the first step pays for one-off set-up (memory, kernels)
             seconds += time.perf_counter() - start
             losses.append(loss.item())

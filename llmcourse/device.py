@@ -4,6 +4,7 @@ CUDA when present, else the CPU. Apple's MPS only when asked for (``pick_device(
 ``LLMCOURSE_DEVICE=mps``): it gives different numbers for some of the course's models.
 """
 
+import copy
 import os
 
 import torch
@@ -52,11 +53,16 @@ class DeviceNotFollowed(RuntimeError):
 class MovedTensor(torch.Tensor):
     """A tensor the check mode saw moved to a device; the results of operations on it are marked too."""
 
-    def __repr__(self, **kwargs):  # printed as the tensor it stands for
+    def __repr__(self, **kwargs):  # printed and formatted as the tensor it stands for (f"{loss:.2f}")
         return self.as_subclass(torch.Tensor).__repr__(**kwargs)
 
-    def __format__(self, format_spec):  # f"{loss:.2f}" formats a one-element tensor as the tensor it stands for
-        return self.as_subclass(torch.Tensor).__format__(format_spec)
+    def __format__(self, spec):
+        return self.as_subclass(torch.Tensor).__format__(spec)
+
+    def __deepcopy__(self, memo):  # a KV cache is deep-copied to be reused for several continuations: stays marked
+        if id(self) not in memo:
+            memo[id(self)] = _mark(copy.deepcopy(self.as_subclass(torch.Tensor), memo))
+        return memo[id(self)]
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):

@@ -5,9 +5,10 @@ Four steps, one function each: ``load_task`` (examples, a fixed-seed sample, hel
 question), ``choice_logprobs`` (the log-likelihood of every choice after one shared prompt: the prompt
 runs once and its KV cache serves all the choices, so a 39-choice item costs one prompt pass, not 39)
 and ``summarise`` (mean score, its confidence interval, and the random-choice baseline with the band
-a random guesser would fall in). ``evaluate_multiple_choice`` runs them over a task; ``generate``
-decodes free-form answers greedily for chain-of-thought. Point it at another model with
-``llmcourse.models.load_causal_lm("gpt2")`` (any hub name or folder).
+a random guesser would fall in). ``evaluate_multiple_choice`` runs them over a task (``pick_choices``
+turns the scores into each item's answer and its target score); ``generate`` decodes free-form answers
+greedily for chain-of-thought, and ``final_integers`` reads the integer a chain ends with. Point it at
+another model with ``llmcourse.models.load_causal_lm("gpt2")`` (any hub name or folder).
 """
 
 import copy
@@ -213,19 +214,33 @@ def evaluate_multiple_choice(model, tokenizer, task: Task, shots: int = 0, fmt: 
     prefix = read(model, encode(tokenizer, shots_text(task, shots, fmt))) if shots else None
     if prefix is None and fmt != "chat" and task.task_prefix:
         prefix = read(model, encode(tokenizer, task.task_prefix))
-    result = {"logprobs": [], "target_scores": [], "chosen": [], "earned": [], "prompt_tokens": []}
+    result = {"logprobs": [], "target_scores": [], "prompt_tokens": []}
     items = tqdm(task.items, desc=f"{task.name} {shots}-shot {fmt}", leave=False, disable=not progress)
     for index, item in enumerate(items):
         prompt, gap = build_prompt(task, item, index, fmt, tokenizer)
-        logprobs = choice_logprobs(model, tokenizer, prompt, item.choices, gap, prefix)
-        best = int(np.argmax(logprobs))
-        result["logprobs"].append(logprobs)
+        result["logprobs"].append(choice_logprobs(model, tokenizer, prompt, item.choices, gap, prefix))
         result["target_scores"].append(list(item.target_scores))
-        result["chosen"].append(best)
-        result["earned"].append(item.target_scores[best])
         result["prompt_tokens"].append((prefix.length if prefix else 0) + len(encode(tokenizer, prompt)))
+    result["chosen"], result["earned"] = pick_choices(result["logprobs"], result["target_scores"])
     result["seconds"] = time.perf_counter() - start
     return result
+
+
+def pick_choices(logprobs: list, target_scores: list) -> tuple:
+    """``(chosen, earned)``, plain lists: per item, the index of its highest log-likelihood (the first on a
+    tie, as numpy's ``argmax`` picks it) and that choice's target score.
+
+    The items are laid out as one matrix, a row per item padded with -inf past its own choices, so that a
+    single ``argmax`` over the rows answers every item at once.
+    """
+    width = max(len(row) for row in logprobs)
+    scores = np.full((len(logprobs), width), -np.inf)
+    targets = np.zeros((len(logprobs), width))
+    for i, (row, target) in enumerate(zip(logprobs, target_scores)):
+        scores[i, :len(row)] = row
+        targets[i, :len(target)] = target
+    chosen = scores.argmax(axis=1)  # (items,)
+    return chosen.tolist(), np.take_along_axis(targets, chosen[:, None], axis=1)[:, 0].tolist()
 
 
 def cached_multiple_choice(model, tokenizer, task: Task, shots: int = 0, fmt: str = "bigbench",
@@ -301,6 +316,17 @@ def first_integer(text: str) -> str | None:
     """The first integer in ``text`` (BIG-bench's arithmetic ``output_regex``, ``[-+]?\\d+``), or None."""
     match = re.search(r"[-+]?\d+", text)
     return match.group(0) if match else None
+
+
+ANSWER_INTEGER = re.compile(r"the answer is[ \t]*([-+]?\d+)?", re.IGNORECASE)  # the integer, when one follows
+
+
+def final_integers(texts: list) -> list:
+    """For each text, the integer right after its last "the answer is" (any case; spaces between them allowed)
+    as an ``int``, or None when the phrase is missing or no integer follows its last occurrence: Wei et al.'s
+    answer sentence, read with BIG-bench's arithmetic ``output_regex`` (``[-+]?\\d+``)."""
+    found = [ANSWER_INTEGER.findall(text) for text in texts]  # one group per occurrence: its integer, or ""
+    return [int(groups[-1]) if groups and groups[-1] else None for groups in found]
 
 
 ARITHMETIC_QUESTION = re.compile(r"What is (\d+) (plus|minus|times) (\d+)\?")

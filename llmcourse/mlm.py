@@ -108,16 +108,15 @@ def head_accuracy(model, states: torch.Tensor, targets: torch.Tensor, k: int = 5
                   batch_size: int = 1024) -> dict:
     """Top-1 and top-k accuracy and mean cross-entropy of the head at masked positions."""
     device = next(model.parameters()).device
-    top1 = topk = loss = 0.0
-    for i in range(0, len(states), batch_size):
-        logits = head_logits(model, states[i:i + batch_size].to(device)).cpu()  # (n, V)
-        y = targets[i:i + batch_size]
-        best = logits.topk(k, dim=-1).indices  # (n, k)
-        top1 += (best[:, 0] == y).sum().item()
-        topk += (best == y[:, None]).any(-1).sum().item()
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-    n = len(states)
-    return {"top1": top1 / n, f"top{k}": topk / n, "loss": loss / n}
+    ranks, losses = [], []  # per position: where the target ranks among the k best (k when outside), its loss
+    for chunk, y in zip(states.split(batch_size), targets.split(batch_size)):
+        logits = head_logits(model, chunk.to(device)).cpu()  # (n, V)
+        hits = logits.topk(k, dim=-1).indices == y[:, None]  # (n, k): True where the target sits
+        ranks.append(torch.where(hits.any(-1), hits.int().argmax(-1), k))
+        losses.append(F.cross_entropy(logits, y, reduction="none"))
+    ranks, losses = torch.cat(ranks), torch.cat(losses)
+    return {"top1": (ranks == 0).double().mean().item(), f"top{k}": (ranks < k).double().mean().item(),
+            "loss": losses.double().mean().item()}
 
 
 def train_head(model, states: torch.Tensor, targets: torch.Tensor, steps: int, batch_size: int = 256,
@@ -135,13 +134,16 @@ def train_head(model, states: torch.Tensor, targets: torch.Tensor, steps: int, b
     bar = tqdm(range(steps), desc="masked-LM head", unit="step", disable=not progress)
     for _ in bar:
         idx = torch.randint(len(states), (batch_size,), generator=g)
-        loss = F.cross_entropy(head_logits(model, states[idx].to(device)), targets[idx].to(device))
-        loss.backward()
-        optimizer.step()
+
+        def closure():  # torch.optim's form of a step: clear the gradients, compute the loss and its gradients
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = F.cross_entropy(head_logits(model, states[idx].to(device)), targets[idx].to(device))
+            step_loss.backward()
+            return step_loss
+
+        losses.append(optimizer.step(closure).item())  # the closure runs first, then the update
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.2f}")
+        bar.set_postfix(loss=f"{losses[-1]:.2f}")
     model.eval()
     return losses
 

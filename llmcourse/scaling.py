@@ -3,6 +3,12 @@
 The sweep trains ``llmcourse.tinygpt`` models on character-level Shakespeare, each for a fixed number of
 steps, and records their held-out loss. Results go through ``llmcourse.cache.cached_run``, so a lesson
 re-run loads them instead of training again (``LLMCOURSE_RETRAIN=1`` trains again).
+
+Two helpers give the lesson what exercises 2 and 3 of chapter 08 build, computed another way, and those
+exercises forbid them (grader/forbidden.py): ``optimal_split`` finds the compute-optimal split numerically
+(SciPy's bounded scalar minimiser along each budget line), not from the closed form that ``compute_optimal``
+asks for; ``refit_law`` minimises Approach 3's objective with SciPy's ``least_squares`` (its Huber loss), not
+with an objective, a gradient and L-BFGS as ``fit_chinchilla`` asks.
 """
 
 import ctypes
@@ -15,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.ticker import FuncFormatter
+from scipy.optimize import least_squares, minimize_scalar
 from tqdm.auto import tqdm
 
 from llmcourse.cache import cached_run
@@ -156,6 +163,57 @@ def plot_iso_loss(law, n_range=(1e8, 1e13), d_range=(1e9, 1e14), levels=None, ax
     ax.set(xscale="log", yscale="log", xlim=n_range, ylim=d_range, xlabel="parameters N",
            ylabel="training tokens D")
     return ax
+
+
+# ---------------------------------------------------------------- the law: its optimum on a budget, its refit
+
+def optimal_split(compute_flops, law: dict):
+    """(N, D) on the budget line C = 6 N D where ``law`` (keys E, A, B, alpha, beta) predicts the lowest loss,
+    found numerically: SciPy's bounded scalar minimiser (Brent's method) slides along the line over log N, from
+    one parameter to C / 6. A number gives two floats, an array of budgets two arrays."""
+    budgets = np.asarray(compute_flops, dtype=float)
+    sizes = np.empty(budgets.shape)
+    def on_the_line(log_n, log_c6):  # the reducible loss at N = e^log_n, D = C / (6 N) = e^(log_c6 - log_n)
+        return law["A"] * np.exp(-law["alpha"] * log_n) + law["B"] * np.exp(-law["beta"] * (log_c6 - log_n))
+
+    for where, budget in np.ndenumerate(budgets):
+        log_c6 = float(np.log(budget / 6))
+        found = minimize_scalar(on_the_line, bounds=(0.0, log_c6), args=(log_c6,), method="bounded",
+                                options={"xatol": 1e-11})
+        sizes[where] = np.exp(found.x)
+    tokens = budgets / (6 * sizes)
+    if budgets.ndim == 0:
+        return float(sizes), float(tokens)
+    return sizes, tokens
+
+
+# Hoffmann et al.'s grid of starting points for Approach 3, as the lesson and exercise 3 use it (243 starts):
+# log A and log B in {0, 10, 20}, log E in {-1, 0, 1}, alpha and beta in {0, 0.5, 1}
+APPROACH3_GRID = {"log A": (0, 10, 20), "log B": (0, 10, 20), "log E": (-1, 0, 1), "alpha": (0, 0.5, 1),
+                  "beta": (0, 0.5, 1)}
+
+
+def refit_law(n_params, n_tokens, losses, delta: float = 1e-3, desc: str | None = None):
+    """Approach 3's fit of L(N, D) = E + A / N^alpha + B / D^beta to final losses: ``(law, objective)``, with
+    ``law`` the dict of E, A, B, alpha, beta and ``objective`` the sum of Huber losses (``delta``) between the
+    predicted and the observed log-losses at its minimum.
+
+    SciPy's ``least_squares`` with ``loss="huber"`` and ``f_scale=delta`` minimises exactly that sum (its cost is
+    0.5 r^2 for |r| <= delta and delta (|r| - delta / 2) above), with a trust-region method and finite-difference
+    derivatives of the residuals (each parameter scaled by them, ``x_scale="jac"``, which halves the time), from
+    every start of ``APPROACH3_GRID``; the lowest cost wins."""
+    log_n, log_d, log_l = (np.log(np.asarray(values, dtype=float)) for values in (n_params, n_tokens, losses))
+
+    def residuals(p):  # log(E + A / N^alpha + B / D^beta) - log L, with (log A, log B, log E, alpha, beta) = p
+        return np.logaddexp(np.logaddexp(p[0] - p[3] * log_n, p[1] - p[4] * log_d), p[2]) - log_l
+
+    starts = np.stack([axis.ravel() for axis in np.meshgrid(*APPROACH3_GRID.values(), indexing="ij")], axis=1)
+    with single_threaded_blas():  # five unknowns: BLAS threads only synchronise
+        runs = [least_squares(residuals, start.astype(float), loss="huber", f_scale=delta, x_scale="jac")
+                for start in tqdm(starts, desc=desc, leave=False, disable=desc is None)]
+    best = min(runs, key=lambda run: run.cost)
+    law = dict(zip(("A", "B", "E"), np.exp(best.x[:3]).tolist())) | {"alpha": float(best.x[3]), "beta": float(best.x[4])}
+    return {key: law[key] for key in ("E", "A", "B", "alpha", "beta")}, float(best.cost)
 
 
 # ---------------------------------------------------------------- BLAS threads for tiny optimisations

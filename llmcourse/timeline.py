@@ -136,3 +136,42 @@ def human_count(n: float) -> str:
 def _date_numbers(dates) -> np.ndarray:
     """Timestamps as matplotlib date numbers (days), for arithmetic on the x axis."""
     return mdates.date2num(pd.to_datetime(dates).to_numpy())
+
+
+# ---------------------------------------------------------------- what a training run costs (lesson 01, section 4)
+# Exercise plan_training runs this reasoning backwards (from a cluster and days to tokens): it forbids these helpers.
+
+SECONDS_PER_DAY = 86_400
+
+
+def dense_training_flops(n_params, n_tokens) -> float:
+    """Kaplan et al.'s C ~ 6 N D: a forward pass of 2 FLOPs per parameter and token (a multiply and an add),
+    and a backward pass of twice that."""
+    forward = 2.0 * n_params * n_tokens
+    return forward + 2 * forward
+
+
+def days_to_train(flops, n_devices, peak_flops, utilisation) -> float:
+    """Wall-clock days that ``flops`` take on ``n_devices`` sustaining ``utilisation`` of ``peak_flops`` each."""
+    sustained = n_devices * peak_flops * utilisation  # FLOP/s
+    return flops / sustained / SECONDS_PER_DAY
+
+
+def implied_utilisation(flops, n_devices, peak_flops, days) -> float:
+    """The share of the devices' peak that a run of ``flops`` in ``days`` on ``n_devices`` sustained."""
+    return days_to_train(flops, n_devices, peak_flops, 1.0) / days
+
+
+def pretraining_costs(runs, peak_flops: dict, utilisation: float, utilisation_range: tuple) -> pd.DataFrame:
+    """One row per run ``(name, parameters, tokens)``: its 6ND FLOPs, then for each device of ``peak_flops``
+    (``{"V100": FLOP/s, ...}``) the device-days at ``utilisation``; for the first device also the range of
+    device-days over ``utilisation_range`` (``(high, low)``), as text."""
+    table = pd.DataFrame(runs, columns=["model", "N", "D (tokens)"]).set_index("model")
+    table["FLOPs"] = [dense_training_flops(n, d) for n, d in zip(table["N"], table["D (tokens)"])]
+    for k, (device, peak) in enumerate(peak_flops.items()):
+        table[f"{device}-days @{utilisation:.0%}"] = days_to_train(table["FLOPs"], 1, peak, utilisation)
+        if k == 0:
+            high, low = (days_to_train(table["FLOPs"], 1, peak, u) for u in utilisation_range)
+            table[f"{device}-days @{utilisation_range[0]:.0%}..{utilisation_range[1]:.0%}"] = [
+                f"{a:,.0f} .. {b:,.0f}" for a, b in zip(high, low)]
+    return table

@@ -1,5 +1,5 @@
-"""Tests for llmcourse.bias: batched next-token log-probabilities, MiniLM sentence vectors, the sentiment head
-and the timed fine-tuning burst. Tiny random models where the point is the mechanics; the real MiniLM where the
+"""Tests for llmcourse.bias: batched next-token log-probabilities, MiniLM sentence vectors, the WEAT, the sentiment
+head and the timed fine-tuning burst. Tiny random models where the point is the mechanics; the real MiniLM where the
 point is that the helper runs on it."""
 
 import math
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from grader.checks.bias_and_cost import ToyTokenizer
-from llmcourse.bias import last_token_logprobs, sentence_embeddings, time_finetuning_steps, train_sentiment_head
+from llmcourse.bias import (last_token_logprobs, sentence_embeddings, time_finetuning_steps, train_sentiment_head,
+                            weat_test)
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "a", "dog", "ran"]
 SENTENCES = ["the cat sat on the mat", "a dog", "the dog ran on a mat and the cat sat"]
@@ -61,6 +62,45 @@ def test_sentence_embeddings_are_unit_mean_pooled_vectors_in_the_given_order(tin
         torch.testing.assert_close(vectors[i], torch.nn.functional.normalize(hidden.mean(0), dim=-1),
                                    atol=1e-5, rtol=1e-5)
 
+
+
+def _cosine_by_cosine(X, Y, A, B):
+    """WEAT word by word, from the definition: (s of X's words then Y's, d with the sample standard deviation)."""
+    def cos(u, v):
+        return float(u @ v) / float(u.norm() * v.norm())
+
+    s = [sum(cos(w, a) for a in A) / len(A) - sum(cos(w, b) for b in B) / len(B) for w in [*X, *Y]]
+    mean_x, mean_y = sum(s[:len(X)]) / len(X), sum(s[len(X):]) / len(Y)
+    mean = sum(s) / len(s)
+    std = math.sqrt(sum((v - mean) ** 2 for v in s) / (len(s) - 1))
+    return s, (mean_x - mean_y) / std
+
+
+def test_weat_test_follows_the_definition_with_an_exact_permutation_test():
+    import itertools
+
+    g = torch.Generator().manual_seed(0)
+    X, Y, A, B = (torch.randn(n, 6, generator=g) * 3 for n in (4, 5, 3, 7))  # any lengths, any sizes
+    result = weat_test(X, Y, A, B, n_permutations=1_000)  # 126 splits of 9 words into 4 and 5: every one
+    s, d = _cosine_by_cosine(X.double(), Y.double(), A.double(), B.double())
+    assert result["s"] == pytest.approx(s, abs=1e-12) and result["d"] == pytest.approx(d, rel=1e-12)
+    statistic = sum(s[:4]) - sum(s[4:])
+    splits = [sum(s[i] for i in chosen) - sum(s[i] for i in range(9) if i not in chosen)
+              for chosen in itertools.combinations(range(9), 4)]
+    assert result["statistic"] == pytest.approx(statistic)
+    assert len(result["permuted"]) == 126
+    assert result["p"] == pytest.approx(sum(v >= statistic - 1e-12 for v in splits) / 126)
+    swapped = weat_test(X.numpy(), Y.numpy(), B.numpy(), A.numpy(), n_permutations=1_000)  # NumPy arrays too
+    assert swapped["d"] == pytest.approx(-d, rel=1e-12)
+
+
+def test_weat_test_draws_random_re_splits_when_there_are_too_many_and_is_nan_without_spread():
+    g = torch.Generator().manual_seed(1)
+    X, Y, A = (torch.randn(12, 5, generator=g) for _ in range(3))
+    result = weat_test(X, Y, A, A + 0.0, n_permutations=500)  # B = A: every s(w) is 0
+    assert len(result["permuted"]) == 500 and math.isnan(result["d"])
+    again = weat_test(X, Y, A, torch.randn(4, 5, generator=g), n_permutations=500)
+    assert 1 / 501 <= again["p"] <= 1 and len(again["permuted"]) == 500
 
 @pytest.fixture
 def runs_in_tmp(tmp_path, monkeypatch):

@@ -64,8 +64,15 @@ probs = out.logits[0, -1].softmax(-1)  # the model's outputs are on its device
 fails(lambda: torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(0)), "Generator(device=")
 torch.multinomial(probs, 1, generator=torch.Generator(device=probs.device).manual_seed(0))
 torch.multinomial(torch.ones(3), 1, generator=torch.Generator().manual_seed(0))  # CPU data: no model involved
-assert repr(moved) == "tensor([[1, 2, 3]])"
-assert f"{out.loss:.2f}" == f"{out.loss.item():.2f}" and f"{moved.sum()}" == "6"  # formatted as a plain tensor
+assert repr(moved) == "tensor([[1, 2, 3]])" and f"{moved[0, 1]:.1f}" == "2.0"
+import copy
+twin = copy.deepcopy(moved)  # a deep copy (of a KV cache, say) stays marked
+assert type(twin).__name__ == "MovedTensor" and twin is not moved and torch.equal(twin, moved)
+with torch.no_grad():  # a cache that carries gradients cannot be deep-copied, marked or not
+    cached = model(moved, use_cache=True)
+    again = model(moved[:, -1:], past_key_values=copy.deepcopy(cached.past_key_values), use_cache=True)
+    whole = model(torch.cat([moved, moved[:, -1:]], 1)).logits[0, -1]
+assert torch.allclose(again.logits[0, -1], whole, atol=1e-5)
 print("ok")
 """
 

@@ -166,6 +166,20 @@ def test_evaluate_multiple_choice_takes_the_first_best_choice(tiny_model, tokeni
     assert all(b > a for a, b in zip(zero["prompt_tokens"], one["prompt_tokens"]))
 
 
+def test_pick_choices_takes_the_first_highest_score_and_its_target():
+    logprobs = [[-2.3, -0.9, -4.1], [-1.2, -1.2, -3.0], [-5.0, -0.4, -0.7, -2.2], [-1.0]]  # a tie; partial credit
+    targets = [[0, 1, 0], [0, 1, 0], [0, 0.5, 1, 0], [1]]
+    chosen, earned = harness.pick_choices(logprobs, targets)
+    assert chosen == [1, 0, 1, 0] and earned == [1.0, 0.0, 0.5, 1.0]
+    assert all(type(c) is int for c in chosen) and all(type(e) is float for e in earned)
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(-3, 1, size=int(rng.integers(1, 6))).astype(float).tolist() for _ in range(200)]  # ties
+    targets = [rng.random(len(row)).tolist() for row in rows]
+    chosen, earned = harness.pick_choices(rows, targets)
+    assert chosen == [int(np.argmax(row)) for row in rows]
+    assert earned == [t[c] for t, c in zip(targets, chosen)]
+
+
 def test_the_task_prefix_is_read_before_every_item(tiny_model, tokenizer):
     task = harness.load_task("checkmate_in_one", 1)
     task.items = [harness.Item("1. e4 e5 2. Qh5 Nc6 3. Bc4 Nf6", ("Qxf7#", "Qxe5+"), (1.0, 0.0), ("Qxf7#",))]
@@ -227,6 +241,13 @@ def test_cut_at_stop_and_first_integer():
     assert harness.cut_at_stop("no stop") == "no stop"
     assert harness.first_integer(" The answer is 109.") == "109"
     assert harness.first_integer("-12 or 4") == "-12" and harness.first_integer("none") is None
+
+
+def test_final_integers_reads_the_integer_after_the_last_answer_phrase():
+    texts = ["80 + 20 = 100 and 100 + 9 = 109. The answer is 109.", "the answer is -3\nTHE ANSWER IS  +7",
+             "The answer is", "no phrase 12", "The answer is 5. Then the answer is x.", "The answer is\n8"]
+    assert harness.final_integers(texts) == [109, 7, None, None, None, None]
+    assert harness.final_integers([]) == []
 
 
 @pytest.mark.parametrize("op", ["plus", "minus", "times"])

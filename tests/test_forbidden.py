@@ -374,11 +374,23 @@ def test_pronoun_log_odds_refuses_the_lessons_helper():
         logprobs = last_token_logprobs(model, tokenizer, prompts)  # (N, V)
         return (logprobs[:, he] - logprobs[:, she]).tolist()
 
-    with not_enforced():  # the helper answers every case but the plain-callable model's: the guard stops it
-        assert sum(case.passed for case in check("pronoun_log_odds", pronoun_log_odds).cases) >= 4
-    result = check("pronoun_log_odds", pronoun_log_odds)
+    with not_enforced():  # the helper runs Hugging Face's generate, which the check's toy models do not have
+        assert not any(case.passed for case in check("pronoun_log_odds", pronoun_log_odds).cases)
+    result = check("pronoun_log_odds", pronoun_log_odds)  # the guard names it before that fails
     assert list(result.mistakes) == ["calls `llmcourse.bias.last_token_logprobs`, which this exercise asks you to "
                                      "build yourself"]
+
+
+def test_weat_effect_size_refuses_the_lessons_helper():
+    def weat_effect_size(X, Y, A, B):
+        from llmcourse.bias import weat_test
+
+        return weat_test(X, Y, A, B, n_permutations=100)["d"]
+
+    with not_enforced():  # the helper answers every case but the zero spread (NaN): the guard stops it
+        assert sum(case.passed for case in check("weat_effect_size", weat_effect_size).cases) >= 4
+    result = check("weat_effect_size", weat_effect_size)
+    assert list(result.mistakes) == ["calls `llmcourse.bias.weat_test`, which this exercise asks you to build yourself"]
 
 
 def test_transformer_param_count_refuses_building_the_model_to_count_it():
@@ -394,6 +406,66 @@ def test_transformer_param_count_refuses_building_the_model_to_count_it():
         assert check("transformer_param_count", transformer_param_count).passed
     result = check("transformer_param_count", transformer_param_count)
     assert list(result.mistakes) == ["calls `GPT2LMHeadModel`, which this exercise asks you to build yourself"]
+
+
+def test_plan_training_refuses_the_lessons_cost_helpers():
+    def plan_training(models, n_devices, peak_flops_per_device, utilization, days, tokens_per_param=20.0):
+        from llmcourse.timeline import days_to_train, dense_training_flops
+
+        if not 0 < utilization <= 1:
+            raise ValueError("utilization is a fraction")
+        plan = {}
+        for name, n in sorted(models.items(), key=lambda item: item[1], reverse=True):
+            # days for one token per parameter... then as many tokens as the days allow
+            tokens = n * days / days_to_train(dense_training_flops(n, n), n_devices, peak_flops_per_device,
+                                              utilization) if days else 0.0
+            if days and tokens >= tokens_per_param * n:
+                plan[name] = tokens
+        return plan
+
+    with not_enforced():  # the helpers answer every case: only the guard stops them
+        assert check("plan_training", plan_training).passed
+    result = check("plan_training", plan_training)
+    assert list(result.mistakes) == ["calls `llmcourse.timeline.days_to_train`, which this exercise asks you to "
+                                     "build yourself"]
+
+
+def test_semantic_search_refuses_the_lessons_ranking():
+    def semantic_search(query_embedding, document_embeddings, k):
+        from llmcourse.search import ranking
+
+        similarities = F.cosine_similarity(document_embeddings, query_embedding[None], dim=-1)
+        return ranking(similarities)[:k]
+
+    with not_enforced():  # the helper's stable sort answers the ranking: only the guard stops it
+        assert sum(case.passed for case in check("semantic_search", semantic_search).cases) >= 2
+    result = check("semantic_search", semantic_search)
+    assert list(result.mistakes) == ["calls `llmcourse.search.ranking`, which this exercise asks you to "
+                                     "build yourself"]
+
+
+def test_mask_tokens_refuses_hugging_faces_collator():
+    def mask_tokens(input_ids, special_tokens_mask, mask_token_id, vocab_size, mlm_probability=0.15, generator=None):
+        from transformers import DataCollatorForLanguageModeling
+
+        class Vocabulary:  # what the collator reads of a tokenizer
+            mask_token, pad_token = "[MASK]", "[PAD]"
+
+            def convert_tokens_to_ids(self, token):
+                return mask_token_id
+
+            def __len__(self):
+                return vocab_size
+
+        collator = DataCollatorForLanguageModeling(Vocabulary(), mlm_probability=mlm_probability)
+        collator.generator = generator
+        return collator.torch_mask_tokens(input_ids.clone(), special_tokens_mask)
+
+    with not_enforced():
+        assert sum(case.passed for case in check("mask_tokens", mask_tokens).cases) >= 2
+    result = check("mask_tokens", mask_tokens)
+    assert list(result.mistakes) == ["calls `DataCollatorForLanguageModeling`, which this exercise asks you to "
+                                     "build yourself"]
 
 
 def test_bert_layer_refuses_the_lessons_reference_layer():

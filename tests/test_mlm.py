@@ -129,3 +129,17 @@ def test_nsp_pairs_respect_the_length_limits():
     assert all(p["a"] == sentences[2] for p in pairs if p["is_next"])
     with pytest.raises(ValueError, match="consecutive"):
         nsp_pairs(["a b", "c d"], 1, min_words=4)
+
+
+def test_head_accuracy_counts_top1_top5_and_the_mean_loss_per_position():
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.cls = torch.nn.Linear(8, 40)  # what head_logits calls: 8-wide states, a vocabulary of 40
+    states, targets = torch.randn(50, 8), torch.randint(40, (50,))
+    logits = model.cls(states).detach()
+    best = logits.topk(5, dim=-1).indices
+    expected = {"top1": (best[:, 0] == targets).float().mean().item(),
+                "top5": (best == targets[:, None]).any(-1).float().mean().item(),
+                "loss": torch.nn.functional.cross_entropy(logits, targets).item()}
+    found = head_accuracy(model, states, targets, batch_size=7)  # uneven chunks: 7 x 7 + 1
+    assert found == pytest.approx(expected, rel=1e-5)

@@ -78,3 +78,43 @@ def test_single_threaded_blas_limits_and_restores_openblas():
     with scaling.single_threaded_blas():
         assert all(get() == 1 for get, _ in controls)
     assert [get() for get, _ in controls] == before
+
+
+def test_optimal_split_is_the_minimum_on_the_budget_line():
+    law = scaling.PUBLISHED_FITS["Besiroglu et al. 2024"]
+    n, d = scaling.optimal_split(scaling.GOPHER_BUDGET, law)
+    assert isinstance(n, float) and 6 * n * d == pytest.approx(scaling.GOPHER_BUDGET)
+    assert n == pytest.approx(7.2e10, rel=0.01) and d / n == pytest.approx(18.4, abs=0.1)  # the exercise's check
+
+    def loss(size):
+        return law["A"] / size ** law["alpha"] + law["B"] / (scaling.GOPHER_BUDGET / (6 * size)) ** law["beta"]
+
+    assert loss(n) < min(loss(n * 1.001), loss(n / 1.001))
+    sizes, tokens = scaling.optimal_split(np.array([1e20, 1e22]), law)
+    assert sizes.shape == tokens.shape == (2,) and (np.diff(sizes) > 0).all()
+    ratio = sizes[1] / sizes[0]  # N_opt grows as C^(beta / (alpha + beta))
+    assert ratio == pytest.approx(100 ** (law["beta"] / (law["alpha"] + law["beta"])), rel=1e-5)
+
+
+def test_refit_law_minimises_the_huber_objective_and_recovers_the_law():
+    truth = {"E": 1.8, "A": 480.0, "B": 2000.0, "alpha": 0.35, "beta": 0.36}
+    rng = np.random.default_rng(0)
+    n = np.exp(rng.uniform(np.log(5e7), np.log(2e10), 120))
+    d = np.exp(rng.uniform(np.log(2e8), np.log(4e11), 120))
+    losses = (truth["E"] + truth["A"] / n ** truth["alpha"] + truth["B"] / d ** truth["beta"]) \
+        * np.exp(rng.normal(0, 2e-3, 120))
+    law, objective = scaling.refit_law(n, d, losses)
+    assert set(law) == set(truth) and objective > 0
+    assert law["E"] == pytest.approx(truth["E"], rel=0.02)
+    assert law["alpha"] == pytest.approx(truth["alpha"], abs=0.02) and law["beta"] == pytest.approx(truth["beta"], abs=0.02)
+
+
+def test_refit_law_reproduces_besiroglu_on_the_240_points():
+    from llmcourse.data import chinchilla_points
+
+    points = chinchilla_points()
+    kept = points.drop(points["loss"].nlargest(5).index)
+    law, _ = scaling.refit_law(kept.n_params, kept.n_tokens, kept.loss)
+    published = scaling.PUBLISHED_FITS["Besiroglu et al. 2024"]
+    for key in ("E", "alpha", "beta"):
+        assert law[key] == pytest.approx(published[key], abs=0.006), key

@@ -11,7 +11,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from llmcourse.timeline import FAMILIES, human_count, model_timeline, plot_parameter_growth  # noqa: E402
+from llmcourse.timeline import (FAMILIES, days_to_train, dense_training_flops, human_count,  # noqa: E402
+                                implied_utilisation, model_timeline, plot_parameter_growth, pretraining_costs)
 
 COLUMNS = ["name", "organisation", "date", "parameters", "training_tokens", "family", "sparse",
            "open_weights", "source", "parameters_source", "tokens_source", "notes"]
@@ -155,3 +156,26 @@ def test_plot_draws_on_a_given_axes(df):
 @pytest.mark.parametrize("n, text", [(110e6, "110M"), (1.2e12, "1.2T"), (175e9, "175B"), (500, "500")])
 def test_human_count(n, text):
     assert human_count(n) == text
+
+
+def test_the_cost_helpers_follow_6nd_and_the_sustained_rate():
+    assert dense_training_flops(175e9, 300e9) == pytest.approx(3.15e23)  # GPT-3: Table D.1 gives 3.14e23
+    # GPT-2 small on 20 tokens per parameter, one A100 at 40 %: the lesson's worked example, about 4.1 hours
+    flops = dense_training_flops(124_439_808, 20 * 124_439_808)
+    assert days_to_train(flops, 1, 312e12, 0.4) * 24 == pytest.approx(4.136, abs=1e-3)
+    assert days_to_train(8.64e19, 10, 1e14, 0.5) == pytest.approx(2.0)  # 8.64e19 / (5e14 FLOP/s) = 2 days
+    assert implied_utilisation(8.64e19, 10, 1e14, days=2.0) == pytest.approx(0.5)
+    assert implied_utilisation(8.64e19, 10, 1e14, days=4.0) == pytest.approx(0.25)
+
+
+def test_pretraining_costs_has_the_lessons_columns():
+    runs = [("small", 1e8, 1e10), ("big", 1e9, 1e11)]
+    table = pretraining_costs(runs, {"V100": 125e12, "A100": 312e12}, 0.4, (0.5, 0.2))
+    assert list(table.columns) == ["N", "D (tokens)", "FLOPs", "V100-days @40%", "V100-days @50%..20%",
+                                   "A100-days @40%"]
+    assert list(table.index) == ["small", "big"]
+    assert table.loc["big", "FLOPs"] == pytest.approx(6e20)
+    assert table.loc["big", "V100-days @40%"] == pytest.approx(6e20 / (125e12 * 0.4) / 86_400)
+    assert table.loc["big", "A100-days @40%"] == pytest.approx(6e20 / (312e12 * 0.4) / 86_400)
+    low, high = (6e20 / (125e12 * u) / 86_400 for u in (0.5, 0.2))
+    assert table.loc["big", "V100-days @50%..20%"] == f"{low:,.0f} .. {high:,.0f}"

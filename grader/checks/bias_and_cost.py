@@ -23,7 +23,7 @@ from torch import nn
 
 from grader.compare import Mistake, Problem
 from grader.core import Case, Exercise, RaisesCase, raised, register
-from grader.forbidden import LAST_TOKEN_LOGPROBS
+from grader.forbidden import LAST_TOKEN_LOGPROBS, WEAT_TEST
 from grader.numbers import is_number, number_problem
 from grader.values import AttrDict, Opaque, TensorData, describe
 
@@ -621,6 +621,7 @@ def explain_weat_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="weat_effect_size", chapter="06", signature="(X, Y, A, B)", points=3,
     make_cases=weat_cases, judge=judge_weat, explain_error=explain_weat_error,
+    forbidden=(WEAT_TEST,),
 ))
 
 

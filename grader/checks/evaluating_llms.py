@@ -13,6 +13,10 @@ The other references are the definitions in the exercise texts written out in pl
 (BIG-bench's ``multiple_choice_grade`` with the first highest-scoring choice on a tie, as numpy's
 ``argmax``; Wei et al. 2022's "The answer is ..." read back from a chain of thought). Every ``Mistake``
 is a wrong answer learners write, so that a failing output is named, not just flagged.
+
+Each exercise forbids the part of the lesson's harness (``llmcourse.evaluation``) that does its work:
+``score_choices`` the shared-prompt scoring, ``multiple_choice_grade`` ``pick_choices`` (and the task
+runners built on it), ``grade_chain_of_thought`` the integer reader ``final_integers``.
 """
 
 import math
@@ -25,7 +29,7 @@ from torch import nn
 from grader.checks.gpt_and_prompting import ToyTokenizer
 from grader.compare import Mistake, Problem
 from grader.core import Case, Exercise, register
-from grader.forbidden import HARNESS_SCORING
+from grader.forbidden import ANSWER_READER, HARNESS_SCORING, MULTIPLE_CHOICE_HARNESS
 from grader.numbers import is_number, number_problem
 from grader.values import TensorData, describe
 
@@ -487,6 +491,7 @@ def explain_mcg_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="multiple_choice_grade", chapter="09", signature="(choice_scores, target_scores)", points=2,
     make_cases=mcg_cases, judge=judge_multiple_choice_grade, explain_error=explain_mcg_error,
+    forbidden=(MULTIPLE_CHOICE_HARNESS,),
 ))
 
 
@@ -657,4 +662,5 @@ def cot_cases() -> list:
 register(Exercise(
     name="grade_chain_of_thought", chapter="09", signature="(outputs, targets)", points=2,
     make_cases=cot_cases, judge=judge_grade_chain_of_thought, explain_error=explain_grade_error,
+    forbidden=(ANSWER_READER,),
 ))

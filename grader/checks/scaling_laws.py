@@ -13,6 +13,11 @@ of the Approach-3 objective: the objective at the learner's parameters is within
 best fit the judge finds (L-BFGS with tight tolerances from the true parameters and from the learner's).
 Converged fits (any optimizer, any grid, sum or mean) land within 1e-8; the common wrong objectives land
 1e-4 or more above, and each is named by refitting it from the truth and comparing parameters.
+
+Each exercise forbids what computes its answer in lesson 08 (grader/forbidden.py): ``np.polyfit`` (and NumPy's
+``Polynomial.fit``) in ``fit_power_law``; ``llmcourse.scaling.optimal_split`` and SciPy's ``minimize_scalar``,
+which it runs, in ``compute_optimal``; ``llmcourse.scaling.refit_law`` and SciPy's ``least_squares``, which it
+runs, in ``fit_chinchilla``. The grader's own references may call them (a library's call is let through).
 """
 
 import math
@@ -25,6 +30,7 @@ from scipy.special import logsumexp
 
 from grader.compare import Problem
 from grader.core import Case, Exercise, RaisesCase, raised, register
+from grader.forbidden import LAW_REFIT, OPTIMAL_SPLIT, POLYFIT
 from grader.values import TensorData, describe
 from llmcourse.scaling import single_threaded_blas
 
@@ -215,6 +221,7 @@ def explain_fit_power_law_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="fit_power_law", chapter="08", signature="(x, y, floor=0.0)", points=2,
     make_cases=fit_power_law_cases, judge=judge_fit_power_law, explain_error=explain_fit_power_law_error,
+    forbidden=(POLYFIT,),
 ))
 
 
@@ -297,7 +304,7 @@ def judge_compute_optimal(case: Case, out) -> str | None:
 
 register(Exercise(
     name="compute_optimal", chapter="08", signature="(compute_flops, E, A, B, alpha, beta)", points=2,
-    make_cases=compute_optimal_cases, judge=judge_compute_optimal,
+    make_cases=compute_optimal_cases, judge=judge_compute_optimal, forbidden=(OPTIMAL_SPLIT,),
 ))
 
 
@@ -528,5 +535,5 @@ def explain_fit_chinchilla_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="fit_chinchilla", chapter="08", signature="(n_params, n_tokens, losses)", points=3,
     make_cases=fit_chinchilla_cases, judge=judge_fit_chinchilla, explain_error=explain_fit_chinchilla_error,
-    timeout_s=60.0,
+    timeout_s=60.0, forbidden=(LAW_REFIT,),
 ))

@@ -34,7 +34,7 @@ from torch import nn
 
 from grader.compare import Mistake, Problem
 from grader.core import Case, Exercise, RAISED, _changed, raised, register
-from grader.forbidden import FIT, HELDOUT_ACCURACY, PREDICT
+from grader.forbidden import FIT, HELDOUT_ACCURACY, MLM_COLLATOR, PREDICT
 from grader.values import TensorData, describe
 
 IGNORE = -100  # the label of a token that was not chosen (cross-entropy's ignore_index)
@@ -397,6 +397,7 @@ register(Exercise(
     name="mask_tokens", chapter="04",
     signature="(input_ids, special_tokens_mask, mask_token_id, vocab_size, mlm_probability=0.15, generator=None)",
     points=3, make_cases=mask_tokens_cases, judge=judge_mask_tokens, explain_error=explain_mask_tokens_error,
+    forbidden=(MLM_COLLATOR,),
 ))
 
 

@@ -36,7 +36,7 @@ import grader.hidden
 from grader import check
 from grader.checks import evaluating_llms as evaluation
 from grader.core import Case
-from grader.forbidden import HARNESS_SCORING
+from grader.forbidden import ANSWER_READER, HARNESS_SCORING, MULTIPLE_CHOICE_HARNESS
 
 ASSIGNMENT = "09-evaluating-llms"
 
@@ -489,6 +489,18 @@ def test_a_difference_on_tied_examples_only_is_named_as_a_tie():
     assert problem.mistake == evaluation.TIE
 
 
+def test_mcg_refuses_the_harness_that_picks_the_choices():
+    from llmcourse import evaluation as harness
+
+    def by_pick_choices(choice_scores, target_scores):
+        _, earned = harness.pick_choices(choice_scores, [list(t.values()) for t in target_scores])
+        return sum(earned) / len(earned)
+
+    result = check("multiple_choice_grade", by_pick_choices)
+    assert list(result.mistakes) == [MULTIPLE_CHOICE_HARNESS.mistake]
+    assert "`llmcourse.evaluation.pick_choices` is what this exercise builds" in result.feedback
+
+
 def test_mcg_accepts_a_numpy_float():
     assert check("multiple_choice_grade", lambda c, t: np.float64(mcg_numpy(c, t))).passed
 
@@ -644,6 +656,18 @@ def test_cot_accepts_other_correct_answers(fn):
 @pytest.mark.parametrize("fn, phrase", COT_MISTAKES)
 def test_cot_names_the_mistake(fn, phrase):
     assert_fails_naming(check("grade_chain_of_thought", fn), phrase)
+
+
+def test_cot_refuses_the_lessons_integer_reader():
+    from llmcourse import evaluation as harness
+
+    def by_final_integers(outputs, targets):
+        answers = [None if n is None else str(n) for n in harness.final_integers(outputs)]
+        return answers, sum(a == t.strip() for a, t in zip(answers, targets)) / len(targets)
+
+    result = check("grade_chain_of_thought", by_final_integers)
+    assert list(result.mistakes) == [ANSWER_READER.mistake]
+    assert "`llmcourse.evaluation.final_integers` is what this exercise builds" in result.feedback
 
 
 def test_a_tab_around_the_answer_is_a_visible_case():

@@ -22,7 +22,7 @@ import pytest
 import torch
 from chapter_contract import DEFAULT_GARBAGE, ChapterContract, assert_fails_naming, reference_fn
 from scipy import stats
-from scipy.optimize import curve_fit, minimize, minimize_scalar
+from scipy.optimize import curve_fit, minimize
 from scipy.special import huber, logsumexp
 
 import grader
@@ -67,23 +67,29 @@ def power_law_by_hand(x, y, floor=0.0):
     return torch.exp(ly.mean() - b * lx.mean()), b  # 0-d tensors: accepted as numbers
 
 
-def _polyfit(x, y, floor):
+def _line(u, v):
+    """(slope, intercept) of the least-squares line of v against u (np.polyfit is forbidden in fit_power_law)."""
+    fit = stats.linregress(u, v)
+    return fit.slope, fit.intercept
+
+
+def _loglog_line(x, y, floor):
     x, y = _points(x, y, floor)
-    return np.polyfit(np.log(x), np.log(y), 1)
+    return _line(np.log(x), np.log(y))
 
 
 def power_law_swapped(x, y, floor=0.0):
-    b, log_a = _polyfit(x, y, floor)
+    b, log_a = _loglog_line(x, y, floor)
     return b, np.exp(log_a)
 
 
 def power_law_intercept(x, y, floor=0.0):
-    b, log_a = _polyfit(x, y, floor)
+    b, log_a = _loglog_line(x, y, floor)
     return log_a, b
 
 
 def power_law_kaplan_sign(x, y, floor=0.0):
-    b, log_a = _polyfit(x, y, floor)
+    b, log_a = _loglog_line(x, y, floor)
     alpha = -b  # L = (N_c / N)^alpha
     return np.exp(log_a), alpha
 
@@ -96,13 +102,13 @@ def power_law_curve_fit(x, y, floor=0.0):
 
 def power_law_semilog(x, y, floor=0.0):
     x, y = _points(x, y, floor)
-    b, a = np.polyfit(np.log(x), y, 1)
+    b, a = _line(np.log(x), y)
     return a, b
 
 
 def power_law_log10_exp(x, y, floor=0.0):
     x, y = _points(x, y, floor)
-    b, c = np.polyfit(np.log10(x), np.log10(y), 1)
+    b, c = _line(np.log10(x), np.log10(y))
     return np.exp(c), b
 
 
@@ -111,12 +117,14 @@ def power_law_no_floor(x, y, floor=0.0):
 
 
 def power_law_nan_on_bad_points(x, y, floor=0.0):
-    """No checks: NumPy's log of 0 or of a negative number gives -inf or nan (polyfit may still return)."""
+    """No checks: NumPy's log of 0 or of a negative number gives -inf or nan (the fit may still return)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     with np.errstate(all="ignore"):
         if len(set(x.tolist())) < 2 or len(x) != len(y):
             return float("nan"), float("nan")
-        b, log_a = np.polyfit(np.log(x), np.log(y - floor), 1)
+        u, v = np.log(x), np.log(y - floor)
+        b = ((u - u.mean()) * (v - v.mean())).sum() / ((u - u.mean()) ** 2).sum()
+        log_a = v.mean() - b * u.mean()
     return float(np.exp(log_a)), float(b)
 
 
@@ -175,9 +183,9 @@ def optimal_numerically(compute_flops, E, A, B, alpha, beta):
         n = math.exp(log_n)
         return E + A / n ** alpha + B / (compute_flops / (6 * n)) ** beta
 
-    best = minimize_scalar(loss, bounds=(0, math.log(compute_flops)), method="bounded",
-                           options={"xatol": 1e-12})
-    n = math.exp(best.x)
+    best = minimize(lambda v: loss(v[0]), x0=[0.5 * math.log(compute_flops)], method="Nelder-Mead",
+                    options={"xatol": 1e-12, "fatol": 1e-15, "maxiter": 10_000})  # minimize_scalar is forbidden
+    n = math.exp(best.x[0])
     return n, compute_flops / (6 * n)
 
 
@@ -409,6 +417,59 @@ def test_fit_chinchilla_check_stays_within_its_time_limit(reference):
     assert check("fit_chinchilla", reference_fn(reference, "fit_chinchilla")).passed
     per_case = (time.perf_counter() - start) / len(exercise.make_cases())
     assert per_case < exercise.timeout_s
+
+
+# =============================================================== what each exercise forbids (lesson 08 computes it)
+
+def power_law_by_polyfit(x, y, floor=0.0):
+    x, y = _points(x, y, floor)
+    b, log_a = np.polyfit(np.log(x), np.log(y), 1)  # the lesson's own line: refused
+    return float(np.exp(log_a)), float(b)
+
+
+def optimal_by_the_lessons_helper(compute_flops, E, A, B, alpha, beta):
+    from llmcourse.scaling import optimal_split
+
+    return optimal_split(compute_flops, {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta})
+
+
+def optimal_by_minimize_scalar(compute_flops, E, A, B, alpha, beta):
+    from scipy.optimize import minimize_scalar
+
+    def loss(log_n):
+        return A * math.exp(-alpha * log_n) + B * (6 * math.exp(log_n) / compute_flops) ** beta
+
+    n = math.exp(minimize_scalar(loss, bounds=(0, math.log(compute_flops)), method="bounded",
+                                 options={"xatol": 1e-12}).x)
+    return n, compute_flops / (6 * n)
+
+
+def fit_by_the_lessons_helper(n_params, n_tokens, losses):
+    from llmcourse.scaling import refit_law
+
+    return refit_law(n_params, n_tokens, losses)[0]
+
+
+@pytest.mark.parametrize("name, fn, shown", [
+    ("fit_power_law", power_law_by_polyfit, "np.polyfit"),
+    ("compute_optimal", optimal_by_the_lessons_helper, "llmcourse.scaling.optimal_split"),
+    ("compute_optimal", optimal_by_minimize_scalar, "llmcourse.scaling.optimal_split"),
+    ("fit_chinchilla", fit_by_the_lessons_helper, "llmcourse.scaling.refit_law"),
+], ids=["polyfit", "optimal_split", "minimize_scalar", "refit_law"])
+def test_each_exercise_refuses_what_the_lesson_computes_it_with(name, fn, shown):
+    result = check(name, fn)
+    assert not result.passed
+    assert list(result.mistakes) == [f"calls `{shown}`, which this exercise asks you to build yourself"], \
+        result.feedback
+
+
+def test_the_lessons_helpers_answer_what_the_exercises_ask(reference):
+    """Why they are forbidden: optimal_split and refit_law give the reference's answers."""
+    from llmcourse.scaling import optimal_split
+
+    n, d = optimal_split(5.76e23, scaling.BESIROGLU)
+    expected = reference_fn(reference, "compute_optimal")(5.76e23, **scaling.BESIROGLU)
+    assert n == pytest.approx(expected[0], rel=1e-6) and d == pytest.approx(expected[1], rel=1e-6)
 
 
 # =============================================================== hidden checks
