@@ -62,8 +62,9 @@ SOFTMAX = Forbidden(
 SDPA = Forbidden(
     "F.scaled_dot_product_attention",
     (("torch.nn.functional", "scaled_dot_product_attention"),),
-    "use matrix products and your own `softmax` from exercise 1, since the scaling and the masking, in your own "
-    "code, are the exercise")
+    "the lesson computes attention's weights and applies its causal mask with it; build this exercise from tensor "
+    "operations yourself (in attention: matrix products and your own `softmax` from exercise 1), since the "
+    "normalising, the scaling and the masking, in your own code, are what this chapter builds")
 MULTIHEAD = Forbidden(
     "nn.MultiheadAttention",
     (("torch.nn.functional", "multi_head_attention_forward"), ("torch", "_native_multi_head_attention")),
@@ -179,6 +180,11 @@ HF_BERT_LAYER = Forbidden(
                       "BertOutput", "BertEncoder")),
     "use your own `multi_head_attention`, `layer_norm` and `feed_forward`, since how BERT wires them together "
     "(residuals, LayerNorms, the padding mask) is the exercise")
+HF_LAYER_OUTPUT = Forbidden(
+    "llmcourse.transformer.hf_layer_output",
+    (("llmcourse.transformer", "hf_layer_output"),),
+    "it runs Hugging Face's own layer, the lesson's reference for a layer you write: wire your "
+    "`multi_head_attention`, `layer_norm` and `feed_forward` together yourself")
 
 PREDICT = Forbidden(
     "llmcourse.finetune.predict",

@@ -19,8 +19,8 @@ def minilm_layer_params(model, i: int) -> dict[str, torch.Tensor]:
 def embed_batch(tokenizer, model, sentences: list[str]):
     """``(batch, hidden_states)``: the padded tokenizer output (``input_ids``, ``token_type_ids``,
     ``attention_mask``, 1 = real token) and the embedding layer's output ``(B, T, D)``, the input of
-    layer 0 (word + position + segment embeddings, then LayerNorm)."""
-    batch = tokenizer(list(sentences), padding=True, return_tensors="pt")
+    layer 0 (word + position + segment embeddings, then LayerNorm), both on the model's device."""
+    batch = tokenizer(list(sentences), padding=True, return_tensors="pt").to(model.device)
     with torch.no_grad():
         hidden_states = model.embeddings(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
     return batch, hidden_states
@@ -38,5 +38,6 @@ def hf_layer_output(model, i: int, hidden_states: torch.Tensor, attention_mask: 
     with ``attention_mask`` ``(B, T)`` (1 = real token): the reference for a hand-written layer."""
     layer = model.encoder.layer[i]
     with torch.no_grad():
-        out = layer(hidden_states, attention_mask=additive_padding_mask(attention_mask, hidden_states.dtype))
+        additive = additive_padding_mask(attention_mask.to(model.device), hidden_states.dtype)
+        out = layer(hidden_states.to(model.device), attention_mask=additive)
     return out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple, 5.x a tensor

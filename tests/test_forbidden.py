@@ -495,3 +495,50 @@ def test_mask_tokens_refuses_hugging_faces_collator():
     result = check("mask_tokens", mask_tokens)
     assert list(result.mistakes) == ["calls `DataCollatorForLanguageModeling`, which this exercise asks you to "
                                      "build yourself"]
+
+
+def test_bert_layer_refuses_the_lessons_reference_layer():
+    def bert_layer(hidden_states, attention_mask, params, n_heads, eps=1e-12):
+        from types import SimpleNamespace
+
+        from transformers import BertConfig
+        from transformers.models.bert.modeling_bert import BertLayer
+
+        from llmcourse.transformer import hf_layer_output
+
+        config = BertConfig(hidden_size=hidden_states.shape[-1], num_attention_heads=n_heads,
+                            intermediate_size=params["intermediate.dense.weight"].shape[0], layer_norm_eps=eps,
+                            attn_implementation="eager")
+        layer = BertLayer(config).eval()
+        layer.load_state_dict(params)
+        model = SimpleNamespace(encoder=SimpleNamespace(layer=[layer]), device=hidden_states.device)
+        return hf_layer_output(model, 0, hidden_states, attention_mask)
+
+    with not_enforced():  # the helper runs Hugging Face's layer from a library frame: it would pass
+        assert check("bert_layer", bert_layer).passed
+    result = check("bert_layer", bert_layer)
+    assert list(result.mistakes) == ["calls `llmcourse.transformer.hf_layer_output`, which this exercise asks you "
+                                     "to build yourself"], result.feedback
+
+
+def softmax_through_attention(x, dim=-1):
+    """softmax(x) as the weights of one query of ones against keys x, read out with identity values."""
+    x = x.movedim(dim, -1)
+    q = torch.ones(*x.shape[:-1], 1, 1, dtype=x.dtype)
+    out = F.scaled_dot_product_attention(q, x.unsqueeze(-1), torch.eye(x.shape[-1], dtype=x.dtype), scale=1.0)
+    return out.squeeze(-2).movedim(-1, dim)
+
+
+def causal_mask_through_attention(n):
+    """The lesson's reading of PyTorch's causal weights: the keys that kept any weight."""
+    return F.scaled_dot_product_attention(torch.zeros(n, 1), torch.zeros(n, 1), torch.eye(n), is_causal=True) > 0
+
+
+@pytest.mark.parametrize("name, fn", [("softmax", softmax_through_attention),
+                                      ("causal_mask", causal_mask_through_attention)])
+def test_softmax_and_causal_mask_refuse_the_library_attention(name, fn):
+    with not_enforced():  # PyTorch's attention answers both: the guard stops it
+        assert check(name, fn).passed
+    result = check(name, fn)
+    assert list(result.mistakes) == ["calls `F.scaled_dot_product_attention`, which this exercise asks you to build "
+                                     "yourself"], result.feedback

@@ -20,7 +20,7 @@ from torch import nn
 
 from grader.compare import Mistake, Problem, close, name_mistake, tensor_problem, with_mistake
 from grader.core import Case, Exercise, RaisesCase, raised, register
-from grader.forbidden import HF_BERT_LAYER, LAYER_NORM, MULTIHEAD
+from grader.forbidden import HF_BERT_LAYER, HF_LAYER_OUTPUT, LAYER_NORM, MULTIHEAD
 from grader.values import TensorData, describe
 
 BERT_EPS = 1e-12  # BERT's LayerNorm eps (torch's default is 1e-5)
@@ -729,5 +729,5 @@ def explain_bert_layer_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="bert_layer", chapter="03", signature="(hidden_states, attention_mask, params, n_heads, eps=1e-12)",
     points=3, make_cases=bert_layer_cases, judge=judge_bert_layer, explain_error=explain_bert_layer_error,
-    forbidden=(MULTIHEAD, LAYER_NORM, HF_BERT_LAYER),
+    forbidden=(MULTIHEAD, LAYER_NORM, HF_BERT_LAYER, HF_LAYER_OUTPUT),
 ))

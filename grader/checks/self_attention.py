@@ -100,7 +100,7 @@ def explain_softmax_error(case: Case, outcome) -> str | None:
 
 register(Exercise(
     name="softmax", chapter="02", signature="(x, dim=-1)", points=2,
-    make_cases=softmax_cases, judge=judge_softmax, explain_error=explain_softmax_error, forbidden=(SOFTMAX,),
+    make_cases=softmax_cases, judge=judge_softmax, explain_error=explain_softmax_error, forbidden=(SOFTMAX, SDPA),
 ))
 
 
@@ -146,7 +146,7 @@ def judge_causal_mask(case: Case, out) -> str | None:
 
 register(Exercise(
     name="causal_mask", chapter="02", signature="(n)", points=1,
-    make_cases=causal_mask_cases, judge=judge_causal_mask,
+    make_cases=causal_mask_cases, judge=judge_causal_mask, forbidden=(SDPA,),
 ))
 
 
