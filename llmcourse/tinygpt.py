@@ -57,7 +57,9 @@ class CausalSelfAttention(nn.Module):
         # (B, T, 3C) -> (B, T, 3, nh, hs) -> (3, B, nh, T, hs), the layout scaled_dot_product_attention takes
         q, k, v = self.c_attn(x).unflatten(-1, (3, self.n_head, -1)).permute(2, 0, 3, 1, 4).unbind(0)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
-        return self.c_proj(y.transpose(1, 2).flatten(2))  # heads side by side again: (B, T, C)
+        # the output projection reads every head's hs features: its weight seen as (C, nh, hs) sums over both
+        w_o = self.c_proj.weight.unflatten(1, (self.n_head, -1))  # (C, nh, hs)
+        return torch.einsum("bhtd,chd->btc", y, w_o) + self.c_proj.bias  # (B, T, C)
 
 
 class MLP(nn.Module):
