@@ -61,7 +61,9 @@ SOFTMAX = Forbidden(
     "use `exp`, `max` and `sum`, since making softmax stable for scores as large as 1e4 is the exercise")
 SDPA = Forbidden(
     "F.scaled_dot_product_attention",
-    (("torch.nn.functional", "scaled_dot_product_attention"),),
+    (("torch.nn.functional", "scaled_dot_product_attention"),
+     *((f"transformers.models.{family}.modeling_{family}", "eager_attention_forward") for family in ("bert", "llama")),
+     ("transformers.integrations.sdpa_attention", "sdpa_attention_forward")),
     "the lesson computes attention's weights and applies its causal mask with it; build this exercise from tensor "
     "operations yourself (in attention: matrix products and your own `softmax` from exercise 1), since the "
     "normalising, the scaling and the masking, in your own code, are what this chapter builds")
@@ -154,7 +156,9 @@ WEAT_TEST = Forbidden(
     "the standardised difference yourself, from the embeddings you are given")
 GPT2_MODEL = Forbidden(
     "GPT2LMHeadModel",
-    tuple(("transformers.models.gpt2.modeling_gpt2", f"{cls}.__init__") for cls in ("GPT2LMHeadModel", "GPT2Model")),
+    tuple(("transformers.models.gpt2.modeling_gpt2", f"{cls}.{way}") for cls in ("GPT2LMHeadModel", "GPT2Model")
+          for way in ("__init__", "_from_config"))
+    + tuple(("transformers", f"{auto}.from_config") for auto in ("AutoModel", "AutoModelForCausalLM")),
     "building the model and counting its tensors is how the lesson checks the count; this exercise asks you to "
     "count the parts from the shapes yourself")
 TRAINING_COST = Forbidden(
@@ -173,6 +177,10 @@ SEARCH_RANKING = Forbidden(
     (("llmcourse.search", "ranking"),),
     "the lesson's helper orders documents best first, which is part of what this exercise builds: order the "
     "indices by similarity yourself (ties: lower index first)")
+COSINE = Forbidden(
+    "F.cosine_similarity",
+    (("torch.nn.functional", "cosine_similarity"), ("torch", "cosine_similarity")),
+    "the lesson compares vectors with it; compute the cosines from dot products and lengths yourself")
 HF_BERT_LAYER = Forbidden(
     "BertLayer",
     tuple(("transformers.models.bert.modeling_bert", f"{cls}.forward")
@@ -251,6 +259,11 @@ FFN_PARAMS = Forbidden(
     (("llmcourse.moe", "feed_forward_params"),),
     "the lesson's counter builds the layers and counts them, which is what this exercise asks: count the weights "
     "and biases of one FFN and the layers of each kind yourself")
+LINEAR_LAYERS = Forbidden(
+    "nn.Linear",
+    (("torch.nn", "Linear.__init__"),),
+    "building the layers and counting their tensors is how the lesson's counter works; count each FFN's weights "
+    "and biases from d_model and d_ff yourself")
 GPIPE_TABLE = Forbidden(
     "llmcourse.moe.gpipe_schedule",
     (("llmcourse.moe", "gpipe_schedule"),),

@@ -21,6 +21,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from transformers.models.switch_transformers.modeling_switch_transformers import (
+    load_balancing_loss_func,
+)
 
 from llmcourse.cache import cached_run
 from llmcourse.tinygpt import GPTConfig, TinyGPT, train, validation_loss
@@ -69,9 +72,9 @@ class MoEFeedForward(nn.Module):
         outputs = torch.cat([expert(block) if len(block) else block for expert, block in zip(self.experts, blocks)])
         mixed = torch.zeros_like(hidden).index_add(0, by_expert // self.k, outputs * gates.flatten()[by_expert, None])
         self.last_load = (sizes.float() / sizes.sum()).detach()
-        # Switch Transformer: f_i, the share of first choices (no gradient); P_i, the mean probability
-        first_choices = F.one_hot(chosen[:, 0], self.n_experts).to(probs.dtype).mean(dim=0)
-        self.aux_loss = self.n_experts * torch.dot(first_choices, probs.mean(dim=0))
+        # Switch Transformer's balancing loss, by Hugging Face's own function: (batch, tokens, E) probabilities
+        # and (batch, tokens) first choices
+        self.aux_loss = load_balancing_loss_func(probs[None], chosen[None, :, 0])
         return mixed.reshape(x.shape)
 
 

@@ -350,6 +350,22 @@ def test_the_filters_refuse_hugging_faces_warpers():
             result.feedback
 
 
+def test_sample_next_token_refuses_hugging_faces_warpers_the_lesson_samples_with():
+    from transformers.generation.logits_process import TopKLogitsWarper
+
+    def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+        if temperature == 0:
+            return int(logits.argmax())
+        logits = logits / temperature
+        if top_k is not None:
+            logits = TopKLogitsWarper(top_k=top_k)(None, logits[None])[0]
+        return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).item()
+
+    result = check("sample_next_token", sample_next_token)
+    assert "calls `TopKLogitsWarper`, which this exercise asks you to build yourself" in result.mistakes, \
+        result.feedback
+
+
 def test_chapter_07_refuses_the_lessons_helpers():
     """Each exercise of chapter 07 refuses the helper that computes its answer in the lesson."""
     from llmcourse import moe
@@ -437,6 +453,54 @@ def test_transformer_param_count_refuses_building_the_model_to_count_it():
     assert list(result.mistakes) == ["calls `GPT2LMHeadModel`, which this exercise asks you to build yourself"]
 
 
+def test_transformer_param_count_refuses_the_model_built_by_the_library_too():
+    def transformer_param_count(n_layers, d_model, vocab_size, n_positions, d_ff=None):
+        from transformers import AutoModelForCausalLM, GPT2Config
+
+        config = GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=1, vocab_size=vocab_size,
+                            n_positions=n_positions, n_inner=d_ff)
+        with torch.device("meta"):
+            return sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+
+    with not_enforced():
+        assert check("transformer_param_count", transformer_param_count).passed
+    result = check("transformer_param_count", transformer_param_count)
+    assert list(result.mistakes) == ["calls `GPT2LMHeadModel`, which this exercise asks you to build yourself"]
+
+
+def test_attention_refuses_the_attention_functions_hugging_faces_models_call():
+    def scaled_dot_product_attention(q, k, v, mask=None):
+        from transformers.models.bert.modeling_bert import eager_attention_forward
+
+        additive = None if mask is None else torch.zeros(mask.shape, dtype=q.dtype).masked_fill(~mask, float("-inf"))
+        shape = q.shape[:-2]
+        flat = [t.reshape(-1, 1, *t.shape[-2:]) for t in (q, k, v)]  # (batch, 1 head, L, d)
+        if additive is not None:
+            additive = additive.expand(*shape, q.shape[-2], k.shape[-2]).reshape(-1, 1, q.shape[-2], k.shape[-2])
+        out, weights = eager_attention_forward(nn.Module().eval(), *flat, additive, scaling=q.shape[-1] ** -0.5)
+        return out.transpose(1, 2).reshape(*shape, q.shape[-2], v.shape[-1]), weights.reshape(*shape, *weights.shape[-2:])
+
+    with not_enforced():
+        assert check("scaled_dot_product_attention", scaled_dot_product_attention).passed
+    result = check("scaled_dot_product_attention", scaled_dot_product_attention)
+    assert list(result.mistakes) == ["calls `F.scaled_dot_product_attention`, which this exercise asks you to build "
+                                     "yourself"], result.feedback
+
+
+def test_moe_param_counts_refuses_building_linear_layers_to_count_them():
+    def moe_param_counts(d_model, d_ff, n_experts, k, n_layers, moe_every=2):
+        with torch.device("meta"):  # the lesson's counter, pasted
+            ffn = sum(p.numel() for p in nn.Sequential(nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)).parameters())
+        n_moe = n_layers // moe_every
+        return (n_layers - n_moe) * ffn + n_moe * n_experts * ffn, (n_layers - n_moe) * ffn + n_moe * k * ffn
+
+    with not_enforced():
+        assert check("moe_param_counts", moe_param_counts).passed
+    result = check("moe_param_counts", moe_param_counts)
+    assert list(result.mistakes) == ["calls `nn.Linear`, which this exercise asks you to build yourself"], \
+        result.feedback
+
+
 def test_plan_training_refuses_the_lessons_cost_helpers():
     def plan_training(models, n_devices, peak_flops_per_device, utilization, days, tokens_per_param=20.0):
         from llmcourse.timeline import days_to_train, dense_training_flops
@@ -466,9 +530,17 @@ def test_semantic_search_refuses_the_lessons_ranking():
         similarities = F.cosine_similarity(document_embeddings, query_embedding[None], dim=-1)
         return ranking(similarities)[:k]
 
-    with not_enforced():  # the helper's stable sort answers the ranking: only the guard stops it
+    def semantic_search_by_dot_products(query_embedding, document_embeddings, k):
+        from llmcourse.search import ranking
+
+        unit = document_embeddings / document_embeddings.norm(dim=-1, keepdim=True)
+        return ranking(unit @ (query_embedding / query_embedding.norm()))[:k]
+
+    with not_enforced():  # the library's cosine and the helper's stable sort answer it: only the guards stop it
         assert sum(case.passed for case in check("semantic_search", semantic_search).cases) >= 2
     result = check("semantic_search", semantic_search)
+    assert list(result.mistakes) == ["calls `F.cosine_similarity`, which this exercise asks you to build yourself"]
+    result = check("semantic_search", semantic_search_by_dot_products)
     assert list(result.mistakes) == ["calls `llmcourse.search.ranking`, which this exercise asks you to "
                                      "build yourself"]
 

@@ -27,7 +27,7 @@ import torch
 
 from grader.compare import Mistake, Problem, close, tensor_problem, with_mistake
 from grader.core import Case, Exercise, RaisesCase, _changed, raised, register
-from grader.forbidden import FFN_PARAMS, GPIPE_TABLE, MOE_LAYER, MOE_ROUTER, SWITCH_BALANCING_LOSS
+from grader.forbidden import FFN_PARAMS, GPIPE_TABLE, LINEAR_LAYERS, MOE_LAYER, MOE_ROUTER, SWITCH_BALANCING_LOSS
 from grader.values import TensorData, describe
 
 
@@ -485,7 +485,7 @@ def judge_moe_param_counts(case: Case, out) -> str | None:
 
 register(Exercise(
     name="moe_param_counts", chapter="07", signature="(d_model, d_ff, n_experts, k, n_layers, moe_every=2)",
-    points=2, make_cases=moe_param_counts_cases, judge=judge_moe_param_counts, forbidden=(FFN_PARAMS,),
+    points=2, make_cases=moe_param_counts_cases, judge=judge_moe_param_counts, forbidden=(FFN_PARAMS, LINEAR_LAYERS),
 ))
 
 

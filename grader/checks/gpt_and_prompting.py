@@ -940,6 +940,7 @@ register(Exercise(
     name="sample_next_token", chapter="05",
     signature="(logits, temperature=1.0, top_k=None, top_p=None, generator=None)", points=2,
     make_cases=sample_next_token_cases, judge=judge_sample_next_token, explain_error=explain_sample_error,
+    forbidden=(TOP_K_WARPER, TOP_P_WARPER),
 ))
 
 

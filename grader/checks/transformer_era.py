@@ -19,7 +19,7 @@ import torch
 
 from grader.compare import Mistake, Problem, name_mistake, with_mistake
 from grader.core import Case, Exercise, RaisesCase, raised, register
-from grader.forbidden import GPT2_MODEL, SEARCH_RANKING, SEARCH_SCORES, TRAINING_COST
+from grader.forbidden import COSINE, GPT2_MODEL, SEARCH_RANKING, SEARCH_SCORES, TRAINING_COST
 from grader.numbers import is_number, ratio_hint, scalar_problem
 from grader.values import Opaque, TensorData, describe
 
@@ -512,5 +512,5 @@ def explain_search_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="semantic_search", chapter="01", signature="(query_embedding, document_embeddings, k)", points=2,
     make_cases=search_cases, judge=judge_search, explain_error=explain_search_error,
-    forbidden=(SEARCH_SCORES, SEARCH_RANKING),
+    forbidden=(SEARCH_SCORES, SEARCH_RANKING, COSINE),
 ))
