@@ -150,15 +150,21 @@ def layer_norm_module(x, weight, bias, eps=1e-5):
     return ln(x)
 
 
-def bert_layer_hugging_face(hidden_states, attention_mask, params, n_heads, eps=1e-12):
+def hugging_faces_bert_layer(width, params, n_heads, eps):
+    """Hugging Face's BertLayer holding ``params``, in eval mode."""
     from transformers import BertConfig
     from transformers.models.bert.modeling_bert import BertLayer
 
-    config = BertConfig(hidden_size=hidden_states.shape[-1], num_attention_heads=n_heads,
+    config = BertConfig(hidden_size=width, num_attention_heads=n_heads,
                         intermediate_size=params["intermediate.dense.weight"].shape[0], layer_norm_eps=eps,
                         attn_implementation="eager")
     layer = BertLayer(config).eval()
     layer.load_state_dict(params)
+    return layer
+
+
+def bert_layer_hugging_face(hidden_states, attention_mask, params, n_heads, eps=1e-12):
+    layer = hugging_faces_bert_layer(hidden_states.shape[-1], params, n_heads, eps)
     additive = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
     out = layer(hidden_states, attention_mask=additive)
     return out[0] if isinstance(out, tuple) else out
@@ -573,16 +579,9 @@ def test_bert_layer_refuses_the_lessons_reference_layer():
     def bert_layer(hidden_states, attention_mask, params, n_heads, eps=1e-12):
         from types import SimpleNamespace
 
-        from transformers import BertConfig
-        from transformers.models.bert.modeling_bert import BertLayer
-
         from llmcourse.transformer import hf_layer_output
 
-        config = BertConfig(hidden_size=hidden_states.shape[-1], num_attention_heads=n_heads,
-                            intermediate_size=params["intermediate.dense.weight"].shape[0], layer_norm_eps=eps,
-                            attn_implementation="eager")
-        layer = BertLayer(config).eval()
-        layer.load_state_dict(params)
+        layer = hugging_faces_bert_layer(hidden_states.shape[-1], params, n_heads, eps)
         model = SimpleNamespace(encoder=SimpleNamespace(layer=[layer]), device=hidden_states.device)
         return hf_layer_output(model, 0, hidden_states, attention_mask)
 
