@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from grader.autograde import GradeJob, SubmissionResult, fingerprint, grade_submission, warm_imports
 from grader.course import Course, CourseError
-from grader.sandbox import Isolation, Limits, isolation_report
+from grader.sandbox import Isolation, Limits, SandboxUidsTaken, can_isolate, checked_sandbox_uids, isolation_report
 
-_SLOT = 0  # this worker process's slot: its children prefer uid BASE_UID + slot (leased, see sandbox)
+_SLOT = 0  # this worker process's slot: its children prefer the sandbox range's slot-th uid (leased, see sandbox)
 
 
 def _init_worker(counter) -> None:
@@ -144,6 +144,11 @@ def autograde(course: Course, assignment: str, workers: int | None = None, sched
     if not course.is_released(assignment):
         raise CourseError(f"{assignment} is not released yet (no release or no gradebook entry): run "
                           f"`llmcourse grade release {assignment[:2]}` first")
+    if isolate and can_isolate():  # before anything runs: the uids must be no account's (see sandbox)
+        try:
+            checked_sandbox_uids()
+        except (SandboxUidsTaken, ValueError) as err:
+            raise CourseError(str(err)) from None
     start = time.perf_counter()
     limits = limits or Limits()
     workers = workers or os.cpu_count() or 1

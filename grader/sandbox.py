@@ -11,8 +11,10 @@ Isolation, on Linux as root (``isolation_report()`` says what applies here):
   gradebook, submissions and other students' results), the course itself read-only;
 - a private network namespace: no network;
 - an unprivileged uid of its own, leased machine-wide for the child's lifetime (two graders on one
-  machine never share one, so one's clean-up cannot kill the other's child), so that ``RLIMIT_NPROC``
-  bounds a fork loop and the child cannot write anything of root's;
+  machine never share one, so one's clean-up cannot kill the other's child), from a range that no account
+  of the machine uses (``$LLMCOURSE_SANDBOX_UIDS``, checked with ``getent passwd``), so that ``RLIMIT_NPROC``
+  bounds a fork loop, the child cannot write anything of root's, and the clean-up never reaches a learner's
+  processes;
 - resource limits: memory (``RLIMIT_AS``), processes, file size, open files, no core files;
 - every process the child left behind killed afterwards.
 Elsewhere the child runs as the current user with the memory and file limits only, and the report
@@ -34,8 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BASE_UID = 61000  # slot k prefers uid/gid BASE_UID + k (no passwd entry needed)
-UID_RANGE = 2000  # uids BASE_UID .. BASE_UID + UID_RANGE - 1 are leased to children
+UIDS_ENV = "LLMCOURSE_SANDBOX_UIDS"  # "FIRST-LAST": the uids leased to children, none of them an account's
+DEFAULT_UIDS = range(61000, 63000)  # slot k prefers the range's k-th uid (no passwd entry needed)
 UID_LOCKS = Path("/run/lock/llmcourse-uids") if Path("/run/lock").is_dir() else Path("/tmp/llmcourse-uids")
 HIDDEN_IN_COURSE = ("solutions", "submitted", "autograded", "feedback", "collected", "release-history")
 SECRET_FILES = ("gradebook.db",)
@@ -370,14 +372,59 @@ def _wait(pid: int, deadline: float) -> tuple[int | None, int | None, bool]:
         time.sleep(0.01)
 
 
+class SandboxUidsTaken(RuntimeError):
+    """The sandbox's uid range holds accounts of this machine: cleaning up after a child would kill theirs."""
+
+
+def sandbox_uids() -> range:
+    """The uids leased to children: ``$LLMCOURSE_SANDBOX_UIDS`` ("FIRST-LAST", inclusive), else 61000-62999."""
+    text = os.environ.get(UIDS_ENV, "").strip()
+    if not text:
+        return DEFAULT_UIDS
+    first, _, last = text.partition("-")
+    try:
+        uids = range(int(first), int(last) + 1)
+    except ValueError:
+        uids = range(0)
+    if not uids or uids.start < 1000:
+        raise ValueError(f"{UIDS_ENV}={text!r}: give a range FIRST-LAST of unused uids above 999, e.g. 61000-62999")
+    return uids
+
+
+def system_account_uids() -> dict[int, str]:
+    """uid -> name of every account the system knows (``getent passwd``: local files, LDAP, ...)."""
+    listing = subprocess.run(["getent", "passwd"], capture_output=True, text=True, check=False).stdout
+    accounts = {}
+    for line in listing.splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[2].isdigit():
+            accounts[int(fields[2])] = fields[0]
+    return accounts
+
+
+def checked_sandbox_uids() -> range:
+    """``sandbox_uids()``, after making sure no account of this machine has one of them: after grading, every
+    process of a leased uid is killed, which must never reach a learner's (say, on a JupyterHub)."""
+    uids = sandbox_uids()
+    taken = {uid: name for uid, name in system_account_uids().items() if uid in uids}
+    if taken:
+        listed = ", ".join(f"{name} ({uid})" for uid, name in sorted(taken.items())[:5])
+        raise SandboxUidsTaken(
+            f"the grading sandbox's uids {uids.start}-{uids.stop - 1} include accounts of this machine: {listed}"
+            f"{' ...' if len(taken) > 5 else ''}. Grading kills every process of the uid it used, so set "
+            f"{UIDS_ENV}=FIRST-LAST to a range no account uses.")
+    return uids
+
+
 @contextlib.contextmanager
 def _uid_lease(slot: int):
     """A uid no other child on this machine runs as until we are done (an exclusive ``flock`` per uid).
 
     Tries the slot's own uid first; the lock is released when the leftovers of the child are killed."""
+    uids = checked_sandbox_uids()
     UID_LOCKS.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for k in range(UID_RANGE):
-        uid = BASE_UID + (slot + k) % UID_RANGE
+    for k in range(len(uids)):
+        uid = uids[(slot + k) % len(uids)]
         lock = os.open(UID_LOCKS / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -389,7 +436,7 @@ def _uid_lease(slot: int):
         finally:
             os.close(lock)
         return
-    raise RuntimeError(f"every uid in {BASE_UID}..{BASE_UID + UID_RANGE - 1} is in use by another grader")
+    raise RuntimeError(f"every uid in {uids.start}..{uids.stop - 1} is in use by another grader")
 
 
 def _fork_child(request: dict, budget: float) -> tuple[int, tuple[int | None, int | None, bool]]:

@@ -261,3 +261,13 @@ def test_a_dask_cluster_gives_the_same_grades_as_the_local_pool(tmp_path):
     scores = lambda summary: {r.student: (r.earned, r.status) for r in summary.graded}  # noqa: E731
     assert scores(local) == scores(remote)
     assert scores(local)["correct"][0] == TOTAL and scores(local)["wrong"][0] == WRONG_SCORE
+
+
+@needs_isolation
+def test_grading_refuses_a_sandbox_uid_range_that_holds_an_account(graded, monkeypatch):
+    """Grading kills every process of the uids it leases: a range holding an account (here `nobody`, 65534) is
+    refused before anything runs, naming the account and the setting that moves the range."""
+    monkeypatch.setenv("LLMCOURSE_SANDBOX_UIDS", "65000-65534")
+    run = llmcourse(graded["course"], "autograde", "02", check=False)
+    assert run.returncode != 0 and "nobody (65534)" in run.stderr + run.stdout, run.stderr
+    assert "LLMCOURSE_SANDBOX_UIDS" in run.stderr + run.stdout

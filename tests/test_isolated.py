@@ -117,12 +117,41 @@ def test_cli_unknown_chapter_lists_the_chapters():
 def test_two_children_never_share_a_uid_even_from_two_graders():
     """Each child leases its uid machine-wide: a second grader (another process) with the same slot gets
     another uid, so cleaning up after one child cannot kill the other's."""
-    from grader.sandbox import BASE_UID, _uid_lease
+    from grader.sandbox import DEFAULT_UIDS, _uid_lease
 
     with _uid_lease(3) as first:
         other = subprocess.run([sys.executable, "-c", "from grader.sandbox import _uid_lease\n"
                                 "with _uid_lease(3) as uid: print(uid)"],
                                capture_output=True, text=True, check=True, cwd=ROOT)
-        assert first == BASE_UID + 3 and int(other.stdout) != first
+        assert first == DEFAULT_UIDS[3] and int(other.stdout) != first
     with _uid_lease(3) as again:
         assert again == first  # released when the child is done
+
+
+def test_the_sandbox_uids_are_configurable_and_never_an_accounts(monkeypatch):
+    """Grading kills every process of the uid it leased: a range holding a real account (a learner's, on a hub)
+    is refused with the account named, before anything runs."""
+    from grader import sandbox
+
+    monkeypatch.delenv(sandbox.UIDS_ENV, raising=False)
+    assert sandbox.sandbox_uids() == range(61000, 63000)
+    monkeypatch.setenv(sandbox.UIDS_ENV, "70000-70009")
+    assert sandbox.sandbox_uids() == range(70000, 70010)
+    monkeypatch.setattr(sandbox, "system_account_uids", lambda: {0: "root", 1000: "ada", 70004: "grace"})
+    with pytest.raises(sandbox.SandboxUidsTaken, match=r"grace \(70004\).*LLMCOURSE_SANDBOX_UIDS"):
+        with sandbox._uid_lease(0):
+            pass
+    monkeypatch.setenv(sandbox.UIDS_ENV, "70010-70019")
+    with sandbox._uid_lease(2) as uid:
+        assert uid == 70012
+    for bad in ("61000", "70019-70010", "10-20", "a-b"):
+        monkeypatch.setenv(sandbox.UIDS_ENV, bad)
+        with pytest.raises(ValueError, match="FIRST-LAST"):
+            sandbox.sandbox_uids()
+
+
+def test_the_machines_accounts_are_read_from_getent():
+    from grader.sandbox import system_account_uids
+
+    accounts = system_account_uids()
+    assert accounts.get(0) == "root"
