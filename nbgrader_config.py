@@ -3,7 +3,7 @@
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import GetGrades
 
-from grader.nbgrader_plugins import HideHiddenTests
+from grader.classroom.nbgrader_plugins import HideHiddenTests
 
 c = get_config()  # noqa: F821  (injected by nbgrader)
 

@@ -166,7 +166,7 @@ def cmd_doctor(args) -> int:
 
 def cmd_grade(args) -> int:
     """The instructor's grading steps; each is idempotent and runs from the course folder."""
-    from grader.course import Course, CourseError
+    from grader.classroom.course import Course, CourseError
 
     try:
         course = Course.find()
@@ -197,7 +197,7 @@ def _grade_collect(course, assignment, args) -> int:
 
 
 def _grade_autograde(course, assignment, args) -> int:
-    from grader.grading import autograde
+    from grader.classroom.grading import autograde
     from grader.sandbox import Limits
 
     limits = Limits(memory_gb=args.memory_gb, **({"cell_timeout_s": args.cell_timeout} if args.cell_timeout else {}))
@@ -226,7 +226,7 @@ def _grade_export(course, assignment, args) -> int:
 
 
 def _grade_report(course, assignment, args) -> int:
-    from grader.report import write_report
+    from grader.classroom.report import write_report
 
     out = Path(args.out) if args.out else None
     if out and args.several:

@@ -1,4 +1,5 @@
-"""Grading a whole class with `llmcourse grade` (grader/grading.py, grader/course.py, grader/sandbox.py):
+"""Grading a whole class with `llmcourse grade` (grader/classroom/grading.py, grader/classroom/course.py,
+grader/sandbox.py):
 hostile and broken submissions earn nothing they did not earn, lose nothing they did, always leave a
 recorded result with the reason, never stop the batch, never see or show the hidden tests, and leave
 the course and the gradebook unchanged but for their results; re-running resumes; Dask gives the same
@@ -239,8 +240,8 @@ def test_clear_errors_for_an_unknown_assignment_and_outside_a_course(tmp_path):
 def test_a_dask_cluster_gives_the_same_grades_as_the_local_pool(tmp_path):
     from distributed import LocalCluster
 
-    from grader.course import Course
-    from grader.grading import autograde
+    from grader.classroom.course import Course
+    from grader.classroom.grading import autograde
     from grader.sandbox import Limits
 
     course_dir = new_course(tmp_path)

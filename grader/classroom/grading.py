@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from grader.autograde import GradeJob, SubmissionResult, fingerprint, grade_submission, warm_imports
-from grader.course import Course, CourseError
+from grader.classroom.course import Course, CourseError
 from grader.sandbox import Isolation, Limits, SandboxUidsTaken, can_isolate, checked_sandbox_uids, isolation_report
 
 _SLOT = 0  # this worker process's slot: its children prefer the sandbox range's slot-th uid (leased, see sandbox)

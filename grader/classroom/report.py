@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from grader.core import exercises_of
-from grader.course import Course
+from grader.classroom.course import Course
 
 
 def class_results(course: Course, assignment: str) -> list[dict]:
