@@ -220,7 +220,11 @@ def _grade_feedback(course, assignment, args) -> int:
 
 
 def _grade_export(course, assignment, args) -> int:
-    out = course.export(Path(args.out))
+    if args.format == "canvas":
+        out = course.export_canvas(Path(args.out or "canvas.csv"))
+        print(f"wrote {out}: Canvas's gradebook import (learners from the roster, assignments from classroom.toml)")
+        return 0
+    out = course.export(Path(args.out or "grades.csv"))
     print(f"wrote {out}: nbgrader's columns plus status")
     return 0
 
@@ -262,8 +266,11 @@ def _add_grade_parser(sub) -> None:
                                                                   "separate uid (trusted code only)")
     p = steps.add_parser("feedback", help="HTML feedback per student (hidden tests never shown)")
     p.add_argument("assignments", **several)
-    p = steps.add_parser("export", help="one CSV row per student and assignment, with a status column")
-    p.add_argument("--out", default="grades.csv")
+    p = steps.add_parser("export", help="one CSV row per student and assignment, with a status column; or "
+                                        "Canvas's gradebook import (--format canvas)")
+    p.add_argument("--out", default=None, help="the file to write (default grades.csv, or canvas.csv)")
+    p.add_argument("--format", choices=("csv", "canvas"), default="csv",
+                   help="csv: nbgrader's columns plus status; canvas: Canvas's import, from classroom.toml")
     p = steps.add_parser("report", help="the class report: scores per exercise, totals, common mistakes")
     p.add_argument("assignments", **several)
     p.add_argument("--out", default=None, help="folder (default reports/NN-topic/; with several assignments, "

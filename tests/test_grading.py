@@ -272,3 +272,26 @@ def test_grading_refuses_a_sandbox_uid_range_that_holds_an_account(graded, monke
     run = llmcourse(graded["course"], "autograde", "02", check=False)
     assert run.returncode != 0 and "nobody (65534)" in run.stderr + run.stdout, run.stderr
     assert "LLMCOURSE_SANDBOX_UIDS" in run.stderr + run.stdout
+
+
+def test_the_canvas_export_gives_each_roster_learner_their_points_and_an_empty_cell_without_a_submission(graded):
+    course = graded["course"]
+    learners = [student_id("correct"), student_id("wrong"), "never-submitted"]
+    roster = "student_id,Student,ID,SIS User ID,SIS Login ID,Section\n" + "".join(
+        f"{sid},Learner {i},{100 + i},S{i},{sid}@uni,A\n" for i, sid in enumerate(learners))
+    added = {course / "classroom.toml": f'[canvas]\nroster = "roster.csv"\n\n[canvas.assignments]\n"{A02}" = '
+                                        '{ id = 4242, name = "Exercises 02" }\n',
+             course / "roster.csv": roster}
+    try:
+        for path, text in added.items():
+            path.write_text(text)
+        llmcourse(course, "export", "--format", "canvas", "--out", "canvas.csv")
+        lines = (course / "canvas.csv").read_text().splitlines()
+    finally:
+        for path in [*added, course / "canvas.csv"]:
+            path.unlink(missing_ok=True)
+    assert lines[0] == "Student,ID,SIS User ID,SIS Login ID,Section,Exercises 02 (4242)"
+    points = {row.split(",")[2]: row.split(",")[-1] for row in lines[1:]}  # by SIS User ID
+    assert float(points["S0"]) == float(exported(course)[learners[0]]["score"]) == TOTAL
+    assert float(points["S1"]) == float(exported(course)[learners[1]]["score"]) == WRONG_SCORE
+    assert points["S2"] == ""  # no submission: an empty cell, not 0

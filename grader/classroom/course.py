@@ -270,7 +270,32 @@ class Course:
 
     def export(self, out: Path) -> Path:
         """nbgrader's CSV (one row per student and assignment) plus ``status``: graded, or failed: why."""
-        raw = Path(out).with_name(Path(out).name + ".nbgrader.csv")
+        fields, rows = self._export_rows(Path(out))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=[*fields, "status"])
+        writer.writeheader()
+        writer.writerows(rows)
+        _atomic_write(Path(out), buffer.getvalue().encode())
+        return Path(out)
+
+    def export_canvas(self, out: Path) -> Path:
+        """Canvas's gradebook import (grader/classroom/canvas.py): the roster's learners, a column per assignment
+        of ``classroom.toml``, scores in points, empty where nothing was graded."""
+        from grader.classroom.canvas import CanvasConfigError, canvas_csv, canvas_settings
+
+        try:
+            roster, assignments = canvas_settings(self.root)
+        except CanvasConfigError as err:
+            raise CourseError(str(err)) from None
+        _, rows = self._export_rows(Path(out))
+        scores = {(row["student_id"], row["assignment"]): float(row["score"]) for row in rows
+                  if row["status"] not in ("no submission", "not graded yet") and row.get("score") not in ("", None)}
+        _atomic_write(Path(out), canvas_csv(roster, assignments, scores).encode())
+        return Path(out)
+
+    def _export_rows(self, out: Path) -> tuple[list, list[dict]]:
+        """nbgrader's export rows, each with its ``status``, and nbgrader's column names."""
+        raw = out.with_name(out.name + ".nbgrader.csv")
         self.nbgrader("export", "--to", str(raw.resolve()))
         with open(raw, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -284,12 +309,7 @@ class Course:
             else:
                 notes = "; ".join(record.get("notes", []))
                 row["status"] = record["status"] + (f" ({notes})" if notes and record["status"] == "graded" else "")
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=[*fields, "status"])
-        writer.writeheader()
-        writer.writerows(rows)
-        _atomic_write(Path(out), buffer.getvalue().encode())
-        return Path(out)
+        return fields, rows
 
 
 @dataclass
