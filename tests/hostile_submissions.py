@@ -122,7 +122,9 @@ def corpus(release_nb, source_nb, other_release_nb, other_source_nb, course_root
             Expect(TOTAL)),
         "network": (softmax_first("import socket\ntry:\n    socket.create_connection(('pypi.org', 443), timeout=2)\n"
                                   "except OSError:\n    pass", True), Expect(TOTAL)),
-        "prints_100_mb": (softmax_first("print('x' * 100_000_000)", True), Expect(TOTAL)),
+        "prints_100_mb": (softmax_first("if not globals().get('_flooded'):  # once: 100 MB per call is only slower\n"
+                                        "    globals()['_flooded'] = True\n    print('x' * 100_000_000)", True),
+                          Expect(TOTAL)),
         "not_json": (b'{"cells": [{"cell_type": "code", "source": "def softmax(x', Expect(0.0, "failed", "does not parse")),
         "empty_file": (b"", Expect(0.0, "failed", "empty")),
         "another_assignment": (filled(other_release_nb, reference_answers(other_source_nb)),
