@@ -138,16 +138,16 @@ def feed_forward_params(d_model: int, d_ff: int, n_experts: int, k: int, n_layer
     (counting from 1) hold ``n_experts`` experts, the others one dense FFN (gated with ``gated_dense``); a token
     passes through every dense FFN and ``k`` experts per MoE block. Keys: ``"dense layers"``, ``"moe layers"``,
     ``"dense"``, ``"experts"``, ``"experts active"``, ``"total"`` and ``"active"``."""
+    def ffn():  # one FFN or one expert: d_model -> d_ff -> d_model
+        return nn.Sequential(nn.Linear(d_model, d_ff, bias=biases), nn.GELU(), nn.Linear(d_ff, d_model, bias=biases))
+
     with torch.device("meta"):
         blocks = nn.ModuleList()
         for number in range(1, n_layers + 1):
             if number % moe_every:
-                blocks.append(GatedFeedForward(d_model, d_ff, biases) if gated_dense else nn.Sequential(
-                    nn.Linear(d_model, d_ff, bias=biases), nn.GELU(), nn.Linear(d_ff, d_model, bias=biases)))
+                blocks.append(GatedFeedForward(d_model, d_ff, biases) if gated_dense else ffn())
             else:
-                blocks.append(nn.ModuleList(nn.Sequential(nn.Linear(d_model, d_ff, bias=biases), nn.GELU(),
-                                                          nn.Linear(d_ff, d_model, bias=biases))
-                                            for _ in range(n_experts)))
+                blocks.append(nn.ModuleList(ffn() for _ in range(n_experts)))
     moe = [block for block in blocks if isinstance(block, nn.ModuleList)]
     dense = [block for block in blocks if not isinstance(block, nn.ModuleList)]
     counts = {"dense layers": len(dense), "moe layers": len(moe), "dense": sum(map(_numel, dense)),

@@ -171,15 +171,18 @@ def resident_memory_mb() -> float:
     return psutil.Process().memory_info().rss / 1e6
 
 
+def _cache_pairs(cache) -> list:
+    """One ``(keys, values)`` pair per layer of a Hugging Face KV cache, whatever the version's layout."""
+    if hasattr(cache, "layers"):  # transformers 5: one DynamicLayer per layer
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):  # transformers 4.x DynamicCache
+        return list(zip(cache.key_cache, cache.value_cache))
+    return [tuple(pair) for pair in cache]  # the legacy tuple of (key, value) pairs
+
+
 def cache_nbytes(cache) -> int:
     """Bytes of every key and value tensor in a Hugging Face KV cache (any version's layout)."""
-    if hasattr(cache, "layers"):  # transformers 5: one DynamicLayer per layer
-        tensors = [t for layer in cache.layers for t in (layer.keys, layer.values)]
-    elif hasattr(cache, "key_cache"):  # transformers 4.x DynamicCache
-        tensors = [*cache.key_cache, *cache.value_cache]
-    else:  # the legacy tuple of (key, value) pairs
-        tensors = [t for pair in cache for t in pair]
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    return sum(t.numel() * t.element_size() for pair in _cache_pairs(cache) for t in pair if t is not None)
 
 
 def _cache_of(output):
@@ -192,11 +195,7 @@ def kv_cache(model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.T
     meta device for a ``meta_model``: shapes and ``nbytes``, no numbers)."""
     with torch.no_grad():
         cache = _cache_of(model(input_ids.to(next(model.parameters()).device), use_cache=True))
-    if hasattr(cache, "layers"):  # transformers 5: one DynamicLayer per layer
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    if hasattr(cache, "key_cache"):  # transformers 4.x DynamicCache
-        return list(zip(cache.key_cache, cache.value_cache))
-    return [tuple(pair) for pair in cache]  # the legacy tuple of (key, value) pairs
+    return _cache_pairs(cache)
 
 
 def generation_speed(model, input_ids: torch.Tensor, new_tokens: int) -> dict:
@@ -234,23 +233,25 @@ def generation_speed(model, input_ids: torch.Tensor, new_tokens: int) -> dict:
 
 # ---------------------------------------------------------------- absmax, by PyTorch's quantizers
 
-def _observer(bits: int, per_block: bool):
-    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
-
-    top = {8: 127, 7: 63, 6: 31, 5: 15, 4: 7, 3: 3, 2: 1}[bits]  # the symmetric signed levels -top..top
-    if per_block:  # each block a "channel": one row of the (blocks, block size) view
-        return PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
-                                        quant_min=-top, quant_max=top), top
-    return MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-top, quant_max=top), top
+def _top_level(bits: int) -> int:
+    """The largest level of symmetric signed absmax at ``bits`` bits: levels -top..top."""
+    return {8: 127, 7: 63, 6: 31, 5: 15, 4: 7, 3: 3, 2: 1}[bits]
 
 
 def absmax_scale(w: torch.Tensor, bits: int, block: int | None = None):
     """The absmax scale of ``w`` at ``bits`` bits as PyTorch's observer computes it: a float for the whole
     tensor (``block`` None), else a float32 tensor with one scale per ``block`` consecutive elements of the
     flattened ``w``. PyTorch raises an all-zero group's scale to float32's eps (its levels stay 0)."""
-    observer, _ = _observer(bits, block is not None)
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    top = _top_level(bits)
+    if block is None:
+        observer = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-top, quant_max=top)
+    else:  # each block a "channel": one row of the (blocks, block size) view
+        observer = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                            quant_min=-top, quant_max=top)
     observer(w.detach().float() if block is None else w.detach().float().view(-1, block))
-    scale, _ = observer.calculate_qparams()
+    scale, _ = observer.calculate_qparams()  # symmetric: the zero points are 0
     return scale.item() if block is None else scale.float()
 
 
@@ -258,16 +259,11 @@ def absmax_round_trip(w: torch.Tensor, bits: int, block: int | None = None) -> t
     """``w`` quantized with absmax at ``bits`` bits and read back, by PyTorch's fake quantizers: one scale for
     the tensor (``fake_quantize_per_tensor_affine``) or one per ``block`` consecutive elements of the flattened
     tensor (``fake_quantize_per_channel_affine`` on the ``(blocks, block)`` view). Same shape and dtype as ``w``."""
-    observer, top = _observer(bits, block is not None)
-    x = w.detach().float()
+    top, x, scale = _top_level(bits), w.detach().float(), absmax_scale(w, bits, block)
     if block is None:
-        observer(x)
-        scale, _ = observer.calculate_qparams()
-        return torch.fake_quantize_per_tensor_affine(x, scale.item(), 0, -top, top).to(w.dtype)
-    rows = x.view(-1, block)
-    observer(rows)
-    scale, zero_point = observer.calculate_qparams()
-    out = torch.fake_quantize_per_channel_affine(rows, scale.float(), zero_point.int(), 0, -top, top)
+        return torch.fake_quantize_per_tensor_affine(x, scale, 0, -top, top).to(w.dtype)
+    zero_points = torch.zeros_like(scale, dtype=torch.int32)
+    out = torch.fake_quantize_per_channel_affine(x.view(-1, block), scale, zero_points, 0, -top, top)
     return out.view(w.shape).to(w.dtype)
 
 

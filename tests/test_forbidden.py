@@ -444,31 +444,29 @@ def test_weat_effect_size_refuses_the_lessons_helper():
     assert list(result.mistakes) == ["calls `llmcourse.bias.weat_test`, which this exercise asks you to build yourself"]
 
 
-def test_transformer_param_count_refuses_building_the_model_to_count_it():
+def _gpt2_directly(config):
+    from transformers import GPT2LMHeadModel
+
+    return GPT2LMHeadModel(config)
+
+
+def _gpt2_by_the_auto_class(config):  # GPT2LMHeadModel.__init__ is then called from transformers' own code
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("build", [_gpt2_directly, _gpt2_by_the_auto_class], ids=["directly", "from_config"])
+def test_transformer_param_count_refuses_building_the_model_to_count_it(build):
     def transformer_param_count(n_layers, d_model, vocab_size, n_positions, d_ff=None):
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers import GPT2Config
 
         config = GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=1, vocab_size=vocab_size,
                             n_positions=n_positions, n_inner=d_ff)
         with torch.device("meta"):
-            return sum(p.numel() for p in GPT2LMHeadModel(config).parameters())
+            return sum(p.numel() for p in build(config).parameters())
 
     with not_enforced():  # the library's own count answers every case: only the guard stops it
-        assert check("transformer_param_count", transformer_param_count).passed
-    result = check("transformer_param_count", transformer_param_count)
-    assert list(result.mistakes) == ["calls `GPT2LMHeadModel`, which this exercise asks you to build yourself"]
-
-
-def test_transformer_param_count_refuses_the_model_built_by_the_library_too():
-    def transformer_param_count(n_layers, d_model, vocab_size, n_positions, d_ff=None):
-        from transformers import AutoModelForCausalLM, GPT2Config
-
-        config = GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=1, vocab_size=vocab_size,
-                            n_positions=n_positions, n_inner=d_ff)
-        with torch.device("meta"):
-            return sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
-
-    with not_enforced():
         assert check("transformer_param_count", transformer_param_count).passed
     result = check("transformer_param_count", transformer_param_count)
     assert list(result.mistakes) == ["calls `GPT2LMHeadModel`, which this exercise asks you to build yourself"]
