@@ -1,4 +1,10 @@
-"""The user cache: where fetched models and data live (``LLMCOURSE_CACHE_DIR`` overrides it)."""
+"""The user cache: where fetched models and data live (``LLMCOURSE_CACHE_DIR`` overrides it).
+
+Loading from a complete cache writes nothing into it (a manifest that cannot be updated is checked again next
+time), so one read-only cache can serve every learner of a class (``deploy/jupyterhub/``). What the lessons
+compute and keep (``cached_run``) goes to ``runs/`` in the cache, or to ``LLMCOURSE_RUNS_DIR``, a learner's own
+folder, which is read first, then the shared cache's ``runs/`` (an instructor's runs serve the whole class).
+"""
 
 import hashlib
 import json
@@ -13,6 +19,7 @@ from pathlib import Path
 import platformdirs
 
 CACHE_ENV = "LLMCOURSE_CACHE_DIR"
+RUNS_ENV = "LLMCOURSE_RUNS_DIR"
 MANIFEST = "manifest.json"
 
 
@@ -128,8 +135,20 @@ def atomic_folder(final: Path):
     return Path(tempfile.mkdtemp(prefix=final.name + ".partial-", dir=final.parent))
 
 
+def _open_like_parent(tmp: Path) -> None:
+    """Give a built folder the permissions its parent has, as a plain ``mkdir`` would (``mkdtemp`` makes it
+    0700, and some writers make 0600 files): a cache shared by a class must be readable by every learner."""
+    mode = tmp.parent.stat().st_mode & 0o777
+    for folder, _, files in os.walk(tmp):
+        os.chmod(folder, mode)
+        for name in files:
+            path = os.path.join(folder, name)
+            os.chmod(path, mode & 0o666 | os.stat(path).st_mode & mode & 0o111)
+
+
 def commit_folder(tmp: Path, final: Path) -> Path:
-    """Replace ``final`` by ``tmp`` (a rename, so readers never see half a folder)."""
+    """Replace ``final`` by ``tmp`` (a rename, so readers never see half a folder), readable as its parent is."""
+    _open_like_parent(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -166,25 +185,37 @@ def retrain_requested() -> bool:
     return os.environ.get(RETRAIN_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def runs_dir() -> Path:
+    """Where ``cached_run`` writes: ``LLMCOURSE_RUNS_DIR`` when set (beside a shared, read-only cache), else
+    ``runs/`` in the cache; created on demand."""
+    if os.environ.get(RUNS_ENV):
+        path = Path(os.environ[RUNS_ENV]).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return cache_dir("runs")
+
+
 def cached_run(name: str, config: dict, compute: Callable[[], dict], retrain: bool | None = None) -> dict:
     """The result of ``compute()`` (a dict of tensors, numbers, strings and lists), cached in the user cache
     under ``name`` and the hash of ``config``, so re-running a lesson does not retrain.
 
     ``retrain=True`` (or ``LLMCOURSE_RETRAIN=1`` when ``retrain`` is None) computes again and replaces the
-    cached copy. A cached file that cannot be read is recomputed, with a note. Writes are atomic.
+    cached copy. A cached file that cannot be read is recomputed, with a note. Writes are atomic, into
+    ``runs_dir()``; with ``LLMCOURSE_RUNS_DIR`` set, a run found there or else in the cache's ``runs/`` is loaded.
     """
     import torch
 
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = cache_dir("runs") / f"{name}-{key}.pt"
+    path = runs_dir() / f"{name}-{key}.pt"
+    found = [path] + ([cache_dir() / "runs" / path.name] if os.environ.get(RUNS_ENV) else [])
     retrain = retrain_requested() if retrain is None else retrain
-    if path.is_file() and not retrain:
+    for cached in (p for p in found if p.is_file() and not retrain):
         try:
-            result = torch.load(path, weights_only=True)
-            print(f"{name}: loaded the cached run ({path}); set {RETRAIN_ENV}=1 or retrain=True to train again.")
+            result = torch.load(cached, weights_only=True)
+            print(f"{name}: loaded the cached run ({cached}); set {RETRAIN_ENV}=1 or retrain=True to train again.")
             return result
         except Exception as err:  # a truncated or foreign file: compute it again
-            print(f"{name}: the cached run {path} is unreadable ({type(err).__name__}); computing it again.",
+            print(f"{name}: the cached run {cached} is unreadable ({type(err).__name__}); computing it again.",
                   file=sys.stderr)
     result = compute()
     tmp = path.with_name(path.name + ".partial")

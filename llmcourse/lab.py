@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     """``llmcourse lab``: copy each chapter's exercises and lesson into my-work/ (once), then open JupyterLab."""
     import argparse
 
-    from llmcourse.workspace import course_root, start_all
+    from llmcourse.workspace import WORK_ENV, course_root, start_all, work_dir
 
     parser = argparse.ArgumentParser(prog="llmcourse lab", description=main.__doc__)
     parser.add_argument("--port", type=int, default=8888)
@@ -63,8 +63,11 @@ def main(argv=None) -> int:
     root = course_root()
     for line in start_all(root):
         print(line)
-    server = LabServer(root, port=args.port)  # the browser opens with the token; only 127.0.0.1 listens
-    os.chdir(root)  # nbgrader's Validate and formgrader read nbgrader_config.py from here
+    # the course folder, which holds my-work/; where LLMCOURSE_WORK_DIR puts my-work/ elsewhere (a shared,
+    # read-only course on a hub), the folder that holds my-work/
+    served = work_dir(root).parent if os.environ.get(WORK_ENV) else root
+    server = LabServer(served, port=args.port)  # the browser opens with the token; only 127.0.0.1 listens
+    os.chdir(served)  # nbgrader's Validate and formgrader read nbgrader_config.py from the course folder
     os.execve(sys.executable, server.argv(), server.env())
 
 

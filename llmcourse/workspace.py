@@ -4,23 +4,47 @@ Course updates (``git pull``, ``make exercises``) rewrite ``exercises/``, never 
 so a learner's answers survive them. ``llmcourse check`` and ``llmcourse progress`` read the copy. The copy
 records the release it came from (``grader.versions``), so that a later release's changed exercises can be
 named: ``outdated``.
+
+On a shared machine (a JupyterHub, ``deploy/jupyterhub/``) the course is one read-only release tree for every
+learner (``exercises/`` and ``notebooks/``, no ``solutions/``) and each learner's copies live in their own
+home: ``LLMCOURSE_COURSE_DIR`` names the tree and ``LLMCOURSE_WORK_DIR`` the learner's ``my-work/`` folder.
 """
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
 from grader import versions
 
 WORK = "my-work"
+COURSE_ENV = "LLMCOURSE_COURSE_DIR"  # the course (or its release-only tree); default: found upwards from here
+WORK_ENV = "LLMCOURSE_WORK_DIR"  # the learner's my-work/ folder; default: my-work/ in the course folder
+
+
+def is_course(folder: Path) -> bool:
+    """True when ``folder`` holds released exercises: ``exercises/NN-topic/NN-topic.ipynb`` (an instructor's
+    course also has ``solutions/``, a learner's release-only tree does not)."""
+    return any((chapter / f"{chapter.name}.ipynb").is_file() for chapter in (folder / "exercises").glob("[0-9][0-9]-*"))
 
 
 def course_root() -> Path:
-    """The course folder: the nearest folder upwards from here that holds ``exercises/`` and ``solutions/``."""
+    """The course folder: ``LLMCOURSE_COURSE_DIR`` when set, else the nearest folder upwards from here that
+    holds released exercises, else the repository this package was installed from (editable)."""
+    if os.environ.get(COURSE_ENV):
+        return Path(os.environ[COURSE_ENV]).expanduser()
     for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "exercises").is_dir() and (folder / "solutions").is_dir():
+        if is_course(folder):
             return folder
     return Path(__file__).resolve().parent.parent  # an editable install of the repository
+
+
+def work_dir(root: Path | None = None) -> Path:
+    """The learner's ``my-work/``: ``LLMCOURSE_WORK_DIR`` when set (on a hub: in the learner's home), else
+    ``my-work/`` in the course folder."""
+    if os.environ.get(WORK_ENV):
+        return Path(os.environ[WORK_ENV]).expanduser()
+    return (root or course_root()) / WORK
 
 
 def releases(root: Path | None = None) -> dict[str, Path]:
@@ -33,7 +57,7 @@ def releases(root: Path | None = None) -> dict[str, Path]:
 def work_copy(chapter: str, root: Path | None = None) -> Path:
     """Where the learner's copy of a chapter's exercises lives (it may not exist yet)."""
     release = releases(root)[chapter]
-    return (root or course_root()) / WORK / release.parent.name / release.name
+    return work_dir(root) / release.parent.name / release.name
 
 
 def lesson(chapter: str, root: Path | None = None) -> Path | None:

@@ -251,3 +251,48 @@ def test_cached_run_computes_once_then_loads_and_retrains_on_request(tmp_path, m
     path.write_bytes(b"not a torch file")  # corrupt: recomputed, not a crash
     monkeypatch.delenv(cache.RETRAIN_ENV)
     assert cache.cached_run("toy", {"steps": 2}, compute)["note"] == "ok"
+
+
+def test_cached_run_writes_to_the_learners_runs_dir_and_reads_the_shared_cache(tmp_path, monkeypatch, capsys):
+    """On a hub the cache is shared and read-only: LLMCOURSE_RUNS_DIR takes what a learner's lessons compute,
+    and a run the instructor cached in the shared cache serves every learner."""
+    import torch
+
+    shared, mine = tmp_path / "shared", tmp_path / "home" / "runs"
+    monkeypatch.setenv(cache.CACHE_ENV, str(shared))
+    monkeypatch.delenv(cache.RETRAIN_ENV, raising=False)
+    monkeypatch.delenv(cache.RUNS_ENV, raising=False)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"weights": torch.arange(3.0)}
+
+    cache.cached_run("toy", {"steps": 2}, compute)  # the instructor's run, in the shared cache
+    listing = sorted(p.relative_to(shared) for p in shared.rglob("*"))
+    monkeypatch.setenv(cache.RUNS_ENV, str(mine))
+    capsys.readouterr()
+    cache.cached_run("toy", {"steps": 2}, compute)
+    assert len(calls) == 1 and str(shared / "runs") in capsys.readouterr().out
+    cache.cached_run("toy", {"steps": 3}, compute)  # the learner's own run
+    assert len(calls) == 2 and len(list(mine.glob("toy-*.pt"))) == 1
+    cache.cached_run("toy", {"steps": 3}, compute)
+    assert len(calls) == 2
+    assert sorted(p.relative_to(shared) for p in shared.rglob("*")) == listing
+
+
+def test_a_cached_folder_is_readable_as_its_parent_is(tmp_path):
+    """A folder the cache builds (a model, a dataset) gets its parent's permissions, not mkdtemp's 0700, so one
+    cache filled by the instructor serves a class."""
+    import stat
+
+    parent = tmp_path / "models"
+    parent.mkdir(mode=0o755)
+    parent.chmod(0o755)
+    staging = cache.atomic_folder(parent / "model")
+    (staging / "sub").mkdir(mode=0o700)
+    (staging / "sub" / "weights.bin").write_bytes(b"w")
+    (staging / "sub" / "weights.bin").chmod(0o600)
+    final = cache.commit_folder(staging, parent / "model")
+    assert stat.S_IMODE(final.stat().st_mode) == 0o755 and stat.S_IMODE((final / "sub").stat().st_mode) == 0o755
+    assert stat.S_IMODE((final / "sub" / "weights.bin").stat().st_mode) == 0o644

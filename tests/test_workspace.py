@@ -138,3 +138,56 @@ def test_a_copy_from_an_older_release_is_flagged_until_started_fresh(clone):
     assert flagged not in llmcourse(learner, "check", "02", check=False).stdout
     backups = list(copy.parent.glob(f"{A02}.backup-*.ipynb"))
     assert len(backups) == 1 and MY_SOFTMAX in softmax_source(backups[0])
+
+
+def test_a_shared_release_only_tree_with_my_work_in_the_learners_home(tmp_path):
+    """On a hub (deploy/jupyterhub/): the course is one release-only tree (no solutions/), found by its
+    exercises alone or named by LLMCOURSE_COURSE_DIR, and every copy goes to LLMCOURSE_WORK_DIR; the tree is
+    never written."""
+    tree, home = tmp_path / "shared" / "course", tmp_path / "home"
+    home.mkdir()
+    run(ROOT, sys.executable, str(ROOT / "deploy" / "jupyterhub" / "release_tree.py"), str(ROOT), str(tree))
+    assert sorted(p.name for p in tree.iterdir()) == ["exercises", "notebooks"]
+    assert not list(tree.rglob("hidden_checks.py")) and (tree / "exercises" / A02 / f"{A02}.ipynb").is_file()
+    before = {p: p.stat().st_mtime_ns for p in tree.rglob("*")}
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               LLMCOURSE_COURSE_DIR=str(tree), LLMCOURSE_WORK_DIR=str(home / "my-work"))
+
+    def learner(*args, cwd=home, env=env, check=True):
+        proc = subprocess.run([sys.executable, "-m", "llmcourse.cli", *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert not check or proc.returncode == 0, f"{args}:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    copy = home / "my-work" / A02 / f"{A02}.ipynb"
+    assert f"copied the exercises of chapter 02 to {copy}" in learner("start", "02")
+    assert copy.with_name(f"{A02}-lesson.ipynb").is_file()
+    answer_softmax(copy, MY_SOFTMAX)
+    checked = learner("check", "02", check=False)
+    assert f"Checking {copy}" in checked and re.search(r"^softmax\s+passed all", checked, re.M)
+    assert f"Checking my-work/{A02}/{A02}.ipynb" in learner("check", f"my-work/{A02}", check=False)
+    assert re.search(rf"{A02}\s+1/4 exercises, 2/8 points\s+{re.escape(str(copy))}", learner("progress"))
+    # without LLMCOURSE_COURSE_DIR, from inside the tree: found by its exercises/ (it has no solutions/)
+    found = {k: v for k, v in env.items() if k != "LLMCOURSE_COURSE_DIR"}
+    assert f"to {home / 'my-work' / '03-multi-head-attention'}" in learner("start", "03", cwd=tree / "notebooks",
+                                                                             env=found)
+    assert {p: p.stat().st_mtime_ns for p in tree.rglob("*")} == before
+    assert not (tree / "my-work").exists()
+
+
+def test_lab_serves_the_folder_that_holds_my_work(tmp_path, monkeypatch):
+    """`llmcourse lab` with LLMCOURSE_WORK_DIR: JupyterLab opens on the folder holding my-work/ (the learner's
+    home), not on the shared tree."""
+    import llmcourse.lab as lab
+
+    tree, home = tmp_path / "course", tmp_path / "home"
+    (tree / "exercises" / A02).mkdir(parents=True)
+    (tree / "exercises" / A02 / f"{A02}.ipynb").write_bytes((ROOT / "exercises" / A02 / f"{A02}.ipynb").read_bytes())
+    monkeypatch.setenv("LLMCOURSE_COURSE_DIR", str(tree))
+    monkeypatch.setenv("LLMCOURSE_WORK_DIR", str(home / "my-work"))
+    started = {}
+    monkeypatch.setattr(lab.os, "chdir", lambda path: started.setdefault("cwd", Path(path)))
+    monkeypatch.setattr(lab.os, "execve", lambda exe, argv, env: started.setdefault("argv", argv))
+    lab.main(["--port", "8999"])
+    assert f"--ServerApp.root_dir={home}" in started["argv"] and started["cwd"] == home
+    assert (home / "my-work" / A02 / f"{A02}.ipynb").is_file()
