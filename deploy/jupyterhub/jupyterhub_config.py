@@ -112,10 +112,11 @@ c.Authenticator.admin_users = ADMINS
 # --- each learner's server: as the learner, in their home, from the shared virtualenv ----------------------
 
 c.JupyterHub.spawner_class = "localprocess"
-# first the learner's own copies of every released chapter (`llmcourse start all`: once each, never
+# what the learner writes is theirs alone (umask 077: my-work/ is 0700 even where homes are 0755, Debian's
+# default); first the learner's own copies of every released chapter (`llmcourse start all`: once each, never
 # overwriting; a chapter released later is copied at the next start), then the Jupyter server
 c.Spawner.cmd = ["/bin/sh", "-c",
-                 'llmcourse start all || echo "llmcourse start all failed: run it in a terminal" >&2; '
+                 'umask 077; llmcourse start all || echo "llmcourse start all failed: run it in a terminal" >&2; '
                  'exec python -m jupyterhub.singleuser "$@"', "jupyterhub-singleuser"]
 c.Spawner.default_url = "/lab/tree/my-work"
 c.Spawner.env_keep = ["LANG", "LC_ALL"]  # not the hub's PATH or PYTHONPATH: the learner's come from below

@@ -1,0 +1,325 @@
+"""A class on a real JupyterHub, as root (deploy/jupyterhub/): two local accounts, the hub with
+LocalProcessSpawner and the Python configurable-http-proxy on 127.0.0.1, the grading service as a hub service.
+
+The learners' servers cannot enter root's folders, so what they run lies in a world-readable temporary
+folder, as on a class machine: a virtualenv made from a system Python with the project's packages
+(``shared/venv``, its site-packages reached through a ``.pth``: no 2 GB copy), the release-only tree that
+``deploy/jupyterhub/release_tree.py`` builds, and the model cache (hard links: no copy). The instructor's
+course (solutions, hidden checks, gradebook) stays in pytest's root-only folder.
+
+Skipped with a one-line reason where not root or without ``useradd``; ``LLMCOURSE_REQUIRE_HUB=1`` (as in
+.ci/run) makes that a failure.
+"""
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_tools import llmcourse, new_course
+from hostile_submissions import TOTAL, WRONG_SCORE, WRONG_SOFTMAX, filled, reference_answers
+
+pytestmark = pytest.mark.xdist_group("jupyterhub")  # one hub, two accounts: one worker
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy" / "jupyterhub"
+A02 = "02-self-attention"
+REQUIRE_ENV = "LLMCOURSE_REQUIRE_HUB"
+
+
+def _need(what: str) -> None:
+    if os.environ.get(REQUIRE_ENV, "").strip().lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{REQUIRE_ENV}=1 but {what}")
+    pytest.skip(what)
+
+
+def others_can_read(path: Path) -> bool:
+    """A user who is neither owner nor in the group can enter every folder down to ``path`` and read it."""
+    path = path.resolve()
+    on_the_way = all(os.stat(folder).st_mode & stat.S_IXOTH for folder in path.parents)
+    return on_the_way and bool(os.stat(path).st_mode & stat.S_IROTH)
+
+
+def hardlinked(source: Path, dest: Path) -> Path:
+    """A copy of ``source`` at ``dest`` made of hard links (seconds, no space), every folder and file readable
+    by all; a file others cannot read is copied and opened instead (its link would change the original)."""
+    for folder, _, files in os.walk(source):
+        target = dest / Path(folder).relative_to(source)
+        target.mkdir(mode=0o755, exist_ok=True)
+        target.chmod(0o755)
+        for name in files:
+            src = Path(folder, name)
+            if src.is_symlink() or src.stat().st_mode & stat.S_IROTH:
+                os.link(src, target / name, follow_symlinks=False)
+            else:
+                shutil.copy2(src, target / name)
+                (target / name).chmod(0o644)
+    return dest
+
+
+def learners_venv(shared: Path) -> Path:
+    """``shared/venv``: the learners' interpreter, a venv from a system Python of this one's version (else this
+    one's base installation, hard-linked), with this project's packages (a copy of llmcourse/ and grader/,
+    then the test environment's site-packages, in place when learners can read it, else hard-linked), and an
+    ``llmcourse`` command."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    base = next((p for d in ("/usr/bin", "/usr/local/bin") if (p := Path(d, version)).is_file() and others_can_read(p)),
+                None)
+    if base is None:
+        base = hardlinked(Path(sys.base_prefix), shared / "python") / "bin" / version
+    venv = shared / "venv"
+    subprocess.run([str(base), "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+    src = shared / "src"
+    for package in ("llmcourse", "grader"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    site = Path(sysconfig.get_paths()["purelib"])
+    if not others_can_read(site):
+        site = hardlinked(site, shared / "site-packages")
+    (venv / "lib" / version / "site-packages" / "llmcourse-hub-test.pth").write_text(f"{src}\n{site}\n")
+    command = venv / "bin" / "llmcourse"
+    command.write_text(f"#!{venv}/bin/python\nimport sys\nfrom llmcourse.cli import main\nsys.exit(main())\n")
+    command.chmod(0o755)
+    return venv
+
+
+class Learner:
+    """A local account made for the test (deleted afterwards, with every process it still runs)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--comment", "llmcourse hub test", name],
+                       check=True, capture_output=True)
+        entry = pwd.getpwnam(name)
+        self.uid, self.home = entry.pw_uid, Path(entry.pw_dir)
+        self.token = ""  # a hub API token of this learner's, made through the hub's API
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", self.name, "--", *argv], capture_output=True, text=True, timeout=120)
+
+    def delete(self) -> None:
+        for _ in range(20):  # what the hub's shutdown left (a kernel's child): by process id, this uid's only
+            pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _owner(p) == self.uid]
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        subprocess.run(["userdel", "--force", "--remove", self.name], capture_output=True)
+
+
+def _owner(proc: Path) -> int | None:
+    try:
+        return proc.stat().st_uid
+    except OSError:
+        return None
+
+
+class Hub:
+    """The hub as started from deploy/jupyterhub/jupyterhub_config.py, plus an admin service for the test."""
+
+    def __init__(self, tmp: Path, env: dict, port: int):
+        self.url = f"http://127.0.0.1:{port}"
+        self.admin_token = secrets.token_hex(24)
+        config = tmp / "test_config.py"
+        config.write_text(
+            "c = get_config()  # noqa\n"
+            f"load_subconfig({str(DEPLOY / 'jupyterhub_config.py')!r})  # noqa\n"
+            "# the test's own admin: creates the learners and their tokens, starts their servers\n"
+            f"c.JupyterHub.services.append({{'name': 'hub-test', 'api_token': {self.admin_token!r}}})\n"
+            "c.JupyterHub.load_roles = [{'name': 'hub-test', 'services': ['hub-test'],\n"
+            "                            'scopes': ['admin:users', 'admin:servers', 'tokens']}]\n"
+            + (f"c.JupyterHub.services[0]['command'] = [{sys.executable!r}, '/tmp/stub_grading.py']\n"
+               if os.environ.get("HUB_DEV_STUB") else ""))
+        self.log_path = tmp / "hub.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config)], cwd=tmp, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def logs(self) -> str:
+        return self.log_path.read_text()[-6000:]
+
+    def api(self, method: str, path: str, token: str | None = None, body=None, ok=(200, 201, 202, 204)):
+        import requests
+
+        reply = requests.request(method, f"{self.url}/hub/api{path}", json=body, timeout=30,
+                                 headers={"Authorization": f"token {token or self.admin_token}"})
+        assert reply.status_code in ok, f"{method} {path}: {reply.status_code} {reply.text[:500]}"
+        return reply.json() if reply.content else None
+
+    def wait(self, what: str, ready, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if result := ready():
+                    return result
+            except Exception:  # not up yet
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{what} within {timeout} s:\n{self.logs()}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # the hub stops the servers, the service and the proxy
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def run_in_kernel(hub: Hub, learner: Learner, code: str, timeout: float = 120) -> str:
+    """Run ``code`` in a new kernel of ``learner``'s server (REST and websocket, with the learner's token, as
+    JupyterLab does); return what it printed (and the traceback of an error)."""
+    import requests
+    import websocket
+
+    base = f"{hub.url}/user/{learner.name}/api/kernels"
+    auth = {"Authorization": f"token {learner.token}"}
+    kernel = requests.post(base, json={"name": "python3"}, headers=auth, timeout=30)
+    assert kernel.status_code == 201, f"{learner.name}'s server refused a kernel: {kernel.status_code} {kernel.text}"
+    kernel_id = kernel.json()["id"]
+    ws = websocket.create_connection(f"{hub.url.replace('http', 'ws', 1)}/user/{learner.name}/api/kernels/"
+                                     f"{kernel_id}/channels", header=[f"Authorization: token {learner.token}"],
+                                     timeout=timeout)
+    msg_id, out = uuid.uuid4().hex, []
+    try:
+        ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "username": learner.name, "session": uuid.uuid4().hex,
+                       "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True}}))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = json.loads(ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append("\n".join(msg["content"]["traceback"]))
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+    finally:
+        ws.close()
+        requests.delete(f"{base}/{kernel_id}", headers=auth, timeout=30)
+    return "".join(out)
+
+
+def free_ports(n: int) -> list[int]:
+    from llmcourse.lab import free_port
+
+    ports = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+@pytest.fixture(scope="module")
+def hub_class(tmp_path_factory):
+    """The instructor's course with chapter 02 released (root-only), the shared folder, two learners with
+    their servers started through the hub's API."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        _need("the JupyterHub test creates local accounts: run it as root")
+    if not shutil.which("useradd") or not shutil.which("runuser"):
+        _need("the JupyterHub test needs useradd and runuser (the passwd and util-linux packages)")
+    started = time.monotonic()
+    tmp = tmp_path_factory.mktemp("hub")
+    course = new_course(tmp, [A02])  # the instructor's course folder: solutions/, and the lesson
+    (course / "notebooks").mkdir()
+    shutil.copy(ROOT / "notebooks" / f"{A02}.ipynb", course / "notebooks")
+    llmcourse(course, "release", "02")
+    shared = Path(tempfile.mkdtemp(prefix="llmcourse-hub-"))
+    shared.chmod(0o755)
+    learners, hub = [], None
+    try:
+        venv = learners_venv(shared)
+        subprocess.run([sys.executable, str(DEPLOY / "release_tree.py"), str(course), str(shared / "course")],
+                       check=True, capture_output=True)
+        from llmcourse.cache import cache_dir
+
+        hardlinked(cache_dir(), shared / "cache")
+        suffix = secrets.token_hex(3)
+        learners = [Learner(f"alice{suffix}"), Learner(f"bob{suffix}")]
+        hub_port, api_port, proxy_port, grading_port = free_ports(4)
+        env = dict(os.environ, LLMCOURSE_HUB_ROOT=str(shared), LLMCOURSE_HUB_VENV=str(venv),
+                   LLMCOURSE_HUB_COURSE=str(shared / "course"), LLMCOURSE_HUB_CACHE=str(shared / "cache"),
+                   LLMCOURSE_HUB_INSTRUCTOR=str(course), LLMCOURSE_HUB_STATE=str(tmp / "hub-state"),
+                   LLMCOURSE_HUB_URL=f"http://127.0.0.1:{hub_port}", LLMCOURSE_HUB_API_PORT=str(api_port),
+                   LLMCOURSE_HUB_PROXY_API_PORT=str(proxy_port), LLMCOURSE_HUB_GRADING_PORT=str(grading_port),
+                   LLMCOURSE_HUB_GRADING_ARGS="--workers 2", LLMCOURSE_HUB_THREADS="1",
+                   PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        hub = Hub(tmp, env, hub_port)
+        hub.wait("the hub did not answer", lambda: hub.api("GET", ""))
+        for learner in learners:
+            hub.api("POST", f"/users/{learner.name}", ok=(201, 409))
+            learner.token = hub.api("POST", f"/users/{learner.name}/tokens",
+                                    body={"note": "hub test", "expires_in": 900})["token"]
+            hub.api("POST", f"/users/{learner.name}/server", ok=(201, 202))
+        for learner in learners:
+            hub.wait(f"{learner.name}'s server did not start",
+                     lambda: hub.api("GET", f"/users/{learner.name}")["servers"].get("", {}).get("ready"), 90)
+        yield {"hub": hub, "learners": learners, "course": course, "shared": shared, "grading_port": grading_port,
+               "setup_s": time.monotonic() - started}
+    finally:
+        if hub is not None:
+            hub.stop()
+        for learner in learners:
+            learner.delete()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_learner_cannot_read_the_solutions_the_hidden_checks_or_the_gradebook(hub_class):
+    alice, bob = hub_class["learners"]
+    course = hub_class["course"]
+    secrets_ = [course / "solutions" / A02 / "hidden_checks.py", course / "solutions" / A02 / f"{A02}.ipynb",
+                course / "gradebook.db"]
+    assert all(p.is_file() for p in secrets_)
+    for path in secrets_:
+        denied = alice.run("cat", str(path))
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, path
+    tree = hub_class["shared"] / "course"
+    assert sorted(p.name for p in tree.iterdir()) == ["exercises", "notebooks"]
+    assert alice.run("test", "-r", str(tree / "exercises" / A02 / f"{A02}.ipynb")).returncode == 0
+    assert alice.run("touch", str(tree / "exercises" / "mine")).returncode != 0  # the tree is read-only
+    assert alice.run("touch", str(hub_class["shared"] / "cache" / "mine")).returncode != 0  # the cache too
+    # and from inside her server, as her notebooks' code runs
+    probe = ("import os, json\n"
+             f"paths = {[str(p) for p in secrets_] + [str(bob.home / 'my-work')]!r}\n"
+             "def readable(p):\n"
+             "    try:\n"
+             "        open(p, 'rb').read(1) if os.path.isfile(p) else os.listdir(p)\n"
+             "        return True\n"
+             "    except OSError:\n"
+             "        return False\n"
+             "print(json.dumps({p: readable(p) for p in paths}))\n"
+             "print(os.getcwd(), os.environ['LLMCOURSE_WORK_DIR'], os.environ['LLMCOURSE_COURSE_DIR'])\n")
+    out = run_in_kernel(hub_class["hub"], alice, probe)
+    readable = json.loads(out.splitlines()[0])
+    assert not any(readable.values()), out
+    assert str(alice.home) in out.splitlines()[1], out
+
+
+def test_each_learner_has_a_copy_of_the_release_in_their_home(hub_class):
+    alice, bob = hub_class["learners"]
+    for learner in (alice, bob):
+        for copy in (learner.home / "my-work" / A02 / f"{A02}.ipynb", learner.home / "my-work" / A02 / f"{A02}-lesson.ipynb"):
+            assert copy.is_file() and copy.stat().st_uid == learner.uid
