@@ -338,7 +338,7 @@ class Course:
                 continue
             if assignment not in overrides:
                 overrides[assignment] = store.overrides(assignment)
-            counted = store.counted(assignment, learner, settings.deadline_for(assignment, learner))
+            counted = store.counted(assignment, learner, settings.deadline_for(assignment, learner), record=True)
             override = overrides[assignment].get(learner)
             if override:
                 row["score"] = f"{override['score']:g}"

@@ -230,8 +230,8 @@ class GradingService:
                 "counted": None if counted is None else {"receipt": counted.receipt, "days_late": counted.days_late,
                                                          "score": counted.score if show else None}}
 
-    def _counted(self, assignment: str, learner: str):
-        return self.store.counted(assignment, learner, self.settings.deadline_for(assignment, learner))
+    def _counted(self, assignment: str, learner: str, record: bool = False):
+        return self.store.counted(assignment, learner, self.settings.deadline_for(assignment, learner), record)
 
     # ------------------------------------------------------------ grading
 
@@ -302,7 +302,7 @@ class GradingService:
               f"{why or (result or {}).get('status', '')}"[:200], file=sys.stderr, flush=True)
         if result is None:
             return
-        counted = self._counted(receipt.assignment, receipt.learner)
+        counted = self._counted(receipt.assignment, receipt.learner, record=True)
         if counted and counted.receipt == receipt.id:
             try:
                 self.course.record_counted(self.store.receipt(receipt.id), self.store.data(receipt), stamp)
@@ -384,8 +384,8 @@ def make_handler(service: GradingService):
             except ValueError:
                 raise Refused(411, "nothing was stored: the request has no Content-Length") from None
             if length > limit:
-                raise Refused(413, f"nothing was stored: the notebook is {length / 2**20:.1f} MB, over the limit of "
-                                   f"{limit / 2**20:g} MB. Clear its outputs (Edit > Clear Outputs of All Cells), "
+                raise Refused(413, f"nothing was stored: the notebook is {length / 2**20:.2f} MB, over the limit of "
+                                   f"{limit / 2**20:.3g} MB. Clear its outputs (Edit > Clear Outputs of All Cells), "
                                    f"save, and submit again")
             data = self.rfile.read(length)
             if len(data) != length:
@@ -402,6 +402,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_address(host: str, cert: str | None, key: str | None) -> None:
+    """An address other machines reach is served only with TLS (tokens and notebooks must not travel in clear)."""
+    if not is_loopback(host) and not (cert and key):
+        raise CourseError(f"{host} is reachable from other machines: serve it with TLS (--cert and --key), or bind "
+                          f"127.0.0.1 behind a proxy that terminates TLS")
+
+
+def make_server(service: GradingService, host: str, port: int, cert: str | None = None,
+                key: str | None = None) -> ThreadingHTTPServer:
+    """The HTTP(S) server of ``service`` bound to ``host:port``."""
+    check_address(host, cert, key)
+    server = ThreadingHTTPServer((host, port), make_handler(service))
+    server.daemon_threads = True
+    if cert and key:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
+
+
 def serve(course: Course, host: str = "127.0.0.1", port: int = 8765, cert: str | None = None,
           key: str | None = None, workers: int = 2, limits: Limits | None = None, isolate: bool = True) -> int:
     """Run the service until interrupted: as a hub service when the hub's environment says so, else standalone."""
@@ -412,21 +432,12 @@ def serve(course: Course, host: str = "127.0.0.1", port: int = 8765, cert: str |
         hub_api, prefix = os.environ["JUPYTERHUB_API_URL"], os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     else:
         hub_api, prefix = None, "/"
-    if not is_loopback(host) and not (cert and key):
-        raise CourseError(f"{host} is reachable from other machines: serve it with TLS (--cert and --key), or bind "
-                          f"127.0.0.1 behind a proxy that terminates TLS")
+    check_address(host, cert, key)  # before the workers start
     service = GradingService(course, hub_api, workers, limits, isolate, prefix)
     service.start()
-    server = ThreadingHTTPServer((host, port), make_handler(service))
-    server.daemon_threads = True
-    scheme = "http"
-    if cert and key:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        scheme = "https"
-    print(f"serving {course.root.name} at {scheme}://{host}:{server.server_address[1]}{service.prefix} "
-          f"({'hub users' if hub_url else 'roster tokens'}, {workers} grading workers); Ctrl-C stops",
+    server = make_server(service, host, port, cert, key)
+    print(f"serving {course.root.name} at {'https' if cert and key else 'http'}://{host}:{server.server_address[1]}"
+          f"{service.prefix} ({'hub users' if hub_url else 'roster tokens'}, {workers} grading workers); Ctrl-C stops",
           file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -250,16 +250,16 @@ class Store:
             rows = db.execute("SELECT * FROM overrides WHERE assignment = ? ORDER BY rowid", (assignment,)).fetchall()
         return {r["learner"]: dict(r) for r in rows}
 
-    def counted(self, assignment: str, learner: str, deadline) -> Counted | None:
+    def counted(self, assignment: str, learner: str, deadline, record: bool = False) -> Counted | None:
         """The receipt that counts for this learner under ``deadline`` (their extension applied; None: no
-        deadline), recorded; None while nothing of theirs has a result."""
+        deadline), recorded in ``counted`` when ``record``; None while nothing of theirs has a result."""
         scored = [Submission(r.id, r.received, r.earned, r.possible) for r in self.receipts(assignment, learner)
                   if r.state in ("graded", "failed") and r.possible is not None]
         if deadline is None:  # no deadline: the latest result counts
             chosen = Counted(scored[-1].receipt, scored[-1].score, 0) if scored else None
         else:
             chosen = counted_score(scored, deadline)
-        if chosen is not None:
+        if chosen is not None and record:
             with self._db() as db:
                 db.execute("INSERT OR REPLACE INTO counted VALUES (?, ?, ?, ?, ?, ?)",
                            (learner, assignment, chosen.receipt, chosen.score, chosen.days_late,
