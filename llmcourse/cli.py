@@ -257,6 +257,7 @@ def _grade_serve(course, assignment, args) -> int:
 
 def _grade_tokens(course, assignment, args) -> int:
     from grader.classroom import tokens
+    from grader.classroom.course import CourseError
     from grader.classroom.settings import Settings, SettingsError
 
     try:
@@ -295,6 +296,7 @@ def _grade_regrade(course, assignment, args) -> int:
 
 
 def _grade_override(course, assignment, args) -> int:
+    from grader.classroom.course import CourseError
     from grader.classroom.store import Store
 
     if not args.reason.strip():
