@@ -143,6 +143,24 @@ def cmd_progress(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    """Send your saved copy of a chapter's exercises to the grading service (and, with --wait, print the grade)."""
+    from llmcourse.submit import SubmitError, feedback, submit
+    from llmcourse.workspace import work_copy
+
+    chapter = resolve_chapter(args.chapter)
+    notebook = work_copy(chapter)
+    try:
+        if args.command == "feedback":
+            feedback(notebook.parent.name)
+        else:
+            submit(notebook, notebook.parent.name, wait=args.wait)
+    except SubmitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_lab(args) -> int:
     from llmcourse.lab import main as lab
 
@@ -229,6 +247,65 @@ def _grade_export(course, assignment, args) -> int:
     return 0
 
 
+def _grade_serve(course, assignment, args) -> int:
+    from grader.classroom.service import serve
+    from grader.sandbox import Limits
+
+    limits = Limits(memory_gb=args.memory_gb, **({"cell_timeout_s": args.cell_timeout} if args.cell_timeout else {}))
+    return serve(course, args.host, args.port, args.cert, args.key, args.workers, limits, not args.no_isolation)
+
+
+def _grade_tokens(course, assignment, args) -> int:
+    from grader.classroom import tokens
+    from grader.classroom.course import CourseError
+    from grader.classroom.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.load(course.root)
+        if args.action == "revoke":
+            if not args.learners:
+                raise CourseError("name the learners whose tokens to revoke")
+            tokens.revoke(settings, args.learners)
+            print(f"revoked: {', '.join(args.learners)} (their tokens stop working at once)")
+            return 0
+        written = tokens.issue(settings, args.learners, Path(args.out), replace=args.action == "rotate")
+    except SettingsError as err:
+        raise CourseError(str(err)) from None
+    for learner, path in written.items():
+        print(f"{learner}: {path}")
+    print(f"{len(written)} token files written to {args.out} (hand each learner theirs; the roster keeps only hashes)"
+          if written else "no new tokens: every learner named has one (`rotate` replaces them)")
+    return 0
+
+
+def _grade_status(course, assignment, args) -> int:
+    from grader.classroom.status import status_lines
+
+    for line in status_lines(course, assignment):
+        print(line)
+    return 0
+
+
+def _grade_regrade(course, assignment, args) -> int:
+    from grader.classroom.store import Store
+
+    n = Store(course.root).requeue(assignment, args.learners or None)
+    print(f"{assignment}: {n} receipts queued again; the running service grades them (restart it first if you "
+          f"changed a check's code: it imports the checks once)")
+    return 0
+
+
+def _grade_override(course, assignment, args) -> int:
+    from grader.classroom.course import CourseError
+    from grader.classroom.store import Store
+
+    if not args.reason.strip():
+        raise CourseError("an override needs its reason (--reason \"...\"): it is recorded with the score")
+    Store(course.root).override(args.learner, assignment, args.score, args.reason.strip())
+    print(f"{assignment}: {args.learner}'s score is {args.score:g} ({args.reason.strip()}), recorded; exports use it")
+    return 0
+
+
 def _grade_report(course, assignment, args) -> int:
     from grader.classroom.report import write_report
 
@@ -241,12 +318,14 @@ def _grade_report(course, assignment, args) -> int:
 
 
 GRADE_STEPS = {"release": _grade_release, "collect": _grade_collect, "autograde": _grade_autograde,
-               "feedback": _grade_feedback, "export": _grade_export, "report": _grade_report}
+               "feedback": _grade_feedback, "export": _grade_export, "report": _grade_report,
+               "serve": _grade_serve, "tokens": _grade_tokens, "status": _grade_status, "regrade": _grade_regrade,
+               "override": _grade_override}
 
 
 def _add_grade_parser(sub) -> None:
     grade = sub.add_parser("grade", help="grade a class (instructors): release, collect, autograde, feedback, "
-                                         "export, report; run from the course folder")
+                                         "export, report, or serve submissions; run from the course folder")
     steps = grade.add_subparsers(dest="step", required=True)
     several = dict(nargs="+", metavar="assignment", help="02, 2 or 02-self-attention; several, or all")
     p = steps.add_parser("release", help="nbgrader generate_assignment into exercises/, recorded in the gradebook")
@@ -271,6 +350,33 @@ def _add_grade_parser(sub) -> None:
     p.add_argument("--out", default=None, help="the file to write (default grades.csv, or canvas.csv)")
     p.add_argument("--format", choices=("csv", "canvas"), default="csv",
                    help="csv: nbgrader's columns plus status; canvas: Canvas's import, from classroom.toml")
+    p = steps.add_parser("serve", help="the grading service: learners submit (llmcourse submit NN), get their grade "
+                                       "at once; standalone or as a JupyterHub service")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (another than loopback needs --cert, --key)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--cert", default=None, help="TLS certificate (PEM)")
+    p.add_argument("--key", default=None, help="TLS private key (PEM)")
+    p.add_argument("--workers", type=int, default=2, help="submissions graded at once")
+    p.add_argument("--cell-timeout", type=float, default=None, help="seconds per graded cell (default 30)")
+    p.add_argument("--memory-gb", type=float, default=2.0, help="memory limit of each submission's process")
+    p.add_argument("--no-isolation", action="store_true", help="run submissions without namespaces or a "
+                                                                  "separate uid (trusted code only)")
+    p = steps.add_parser("tokens", help="learners' tokens for the standalone service: issue, rotate, revoke")
+    p.add_argument("action", choices=("issue", "rotate", "revoke"), help="issue: to learners without one; rotate: "
+                                                                          "new ones; revoke: none")
+    p.add_argument("learners", nargs="*", help="student_ids from the roster (default: every learner)")
+    p.add_argument("--out", default="tokens", help="folder for the token files (default tokens/)")
+    p = steps.add_parser("status", help="the service's receipts of an assignment: received, queued, graded, "
+                                        "failed (why), late")
+    p.add_argument("assignment")
+    p = steps.add_parser("regrade", help="queue an assignment's receipts again (after a check is fixed)")
+    p.add_argument("assignment")
+    p.add_argument("learners", nargs="*", help="only these learners (default: everyone)")
+    p = steps.add_parser("override", help="set a learner's score by hand, with the reason (recorded)")
+    p.add_argument("assignment")
+    p.add_argument("learner")
+    p.add_argument("score", type=float)
+    p.add_argument("--reason", required=True)
     p = steps.add_parser("report", help="the class report: scores per exercise, totals, common mistakes")
     p.add_argument("assignments", **several)
     p.add_argument("--out", default=None, help="folder (default reports/NN-topic/; with several assignments, "
@@ -290,6 +396,14 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_start)
     p = sub.add_parser("progress", help="your progress through the whole course, one row per exercise")
     p.set_defaults(func=cmd_progress)
+    for name, text in (("submit", "send your saved copy of a chapter's exercises to the course's grading service: "
+                                  "llmcourse submit 02 [--wait]"),
+                       ("feedback", "your grade and feedback from the grading service: llmcourse feedback 02")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("chapter", help="a chapter number such as 02")
+        if name == "submit":
+            p.add_argument("--wait", action="store_true", help="wait for the grade and print it with the feedback")
+        p.set_defaults(func=cmd_submit)
     p = sub.add_parser("lab", help="copy the exercises into my-work/ (once) and open JupyterLab")
     p.add_argument("--port", type=int, default=8888)
     p.set_defaults(func=cmd_lab)

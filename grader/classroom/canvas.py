@@ -4,8 +4,8 @@ Canvas matches a column to an existing assignment only by its header ``<assignme
 id>)``; the learners' columns come first: ``Student,ID,SIS User ID,SIS Login ID,Section``. The course's
 configuration, ``classroom.toml`` at the course's root, names the roster and each assignment's Canvas id:
 
-    [canvas]
     roster = "roster.csv"    # columns: student_id (the course's id), Student, ID, SIS User ID, SIS Login ID, Section
+                             # (or roster = ... under [canvas])
 
     [canvas.assignments]
     "02-self-attention" = { id = 4242, name = "Exercises 02: self-attention" }
@@ -15,11 +15,11 @@ Scores are in points; a learner with no graded submission gets an empty cell, no
 
 import csv
 import io
-import tomllib
 from pathlib import Path
 
+from grader.classroom.settings import CONFIG, Settings, SettingsError
+
 LEARNER_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
-CONFIG = "classroom.toml"
 
 
 class CanvasConfigError(ValueError):
@@ -33,26 +33,24 @@ def canvas_settings(root: Path) -> tuple[list[dict], dict[str, tuple[str, str]]]
         raise CanvasConfigError(f"no {CONFIG} in {root}: the Canvas export needs the roster and each assignment's "
                                 f"Canvas id there (see grader/classroom/canvas.py)")
     try:
-        canvas = tomllib.loads(path.read_text()).get("canvas", {})
-    except tomllib.TOMLDecodeError as err:
-        raise CanvasConfigError(f"{path} does not parse: {err}") from None
+        settings = Settings.load(root)
+        roster = settings.roster()
+    except SettingsError as err:
+        raise CanvasConfigError(str(err)) from None
     assignments = {}
-    for name, entry in canvas.get("assignments", {}).items():
+    for name, entry in settings.raw.get("canvas", {}).get("assignments", {}).items():
         entry = entry if isinstance(entry, dict) else {"id": entry}
         if not str(entry.get("id", "")).isdigit():
             raise CanvasConfigError(f"{path}: assignment {name!r} needs its Canvas id, a number (id = 4242)")
         assignments[name] = (str(entry.get("name", name)), str(entry["id"]))
     if not assignments:
         raise CanvasConfigError(f"{path}: [canvas.assignments] names no assignment with its Canvas id")
-    roster_path = root / str(canvas.get("roster", "roster.csv"))
-    if not roster_path.is_file():
-        raise CanvasConfigError(f"the roster {roster_path} is missing: one row per learner, with the columns "
+    if not settings.roster_path.is_file():
+        raise CanvasConfigError(f"the roster {settings.roster_path} is missing: one row per learner, with the columns "
                                 f"student_id, {', '.join(LEARNER_COLUMNS)}")
-    with open(roster_path, newline="") as f:
-        roster = list(csv.DictReader(f))
     missing = [c for c in ("student_id", *LEARNER_COLUMNS) if roster and c not in roster[0]]
     if missing:
-        raise CanvasConfigError(f"the roster {roster_path} lacks the columns {', '.join(missing)}")
+        raise CanvasConfigError(f"the roster {settings.roster_path} lacks the columns {', '.join(missing)}")
     return roster, assignments
 
 

@@ -256,6 +256,15 @@ class Course:
             gb.db.commit()
         _atomic_write(self.record_path(student, assignment), json.dumps(record, indent=1).encode())
 
+    def record_counted(self, receipt, data: bytes, fingerprint: str) -> None:
+        """The grading service's submission that counts for a learner becomes their submission in the gradebook
+        (nbgrader keeps one per learner and assignment): its file in submitted/, its result recorded."""
+        target = self.submitted(receipt.learner, receipt.assignment)
+        _atomic_write(target, data)
+        received = datetime.fromisoformat(receipt.received_at)
+        (target.parent / TIMESTAMP).write_text(received.strftime("%Y-%m-%d %H:%M:%S.%f %Z"))
+        self.save_result(SubmissionResult.from_dict(json.loads(receipt.result)), receipt.sha256, fingerprint)
+
     def is_graded(self, student: str, assignment: str, submission_sha: str, fingerprint: str) -> bool:
         record = self.record(student, assignment)
         return bool(record and record.get("submission_sha256") == submission_sha
@@ -309,7 +318,39 @@ class Course:
             else:
                 notes = "; ".join(record.get("notes", []))
                 row["status"] = record["status"] + (f" ({notes})" if notes and record["status"] == "graded" else "")
+        self._service_scores(rows)
         return fields, rows
+
+    def _service_scores(self, rows: list[dict]) -> None:
+        """Where learners submitted to the grading service, its store decides the score: the receipt that counts
+        under the deadline (its late penalty applied), or the instructor's override; which one is recorded."""
+        from grader.classroom.settings import Settings
+        from grader.classroom.store import FOLDER, Store
+
+        if not (self.root / FOLDER / "service.db").is_file():
+            return
+        store, settings = Store(self.root), Settings.load(self.root)
+        overrides: dict[str, dict] = {}
+        for row in rows:
+            assignment, learner = row["assignment"], row["student_id"]
+            receipts = store.receipts(assignment, learner)
+            if not receipts:
+                continue
+            if assignment not in overrides:
+                overrides[assignment] = store.overrides(assignment)
+            counted = store.counted(assignment, learner, settings.deadline_for(assignment, learner), record=True)
+            override = overrides[assignment].get(learner)
+            if override:
+                row["score"] = f"{override['score']:g}"
+                row["status"] = f"overridden: {override['reason']} ({override['at']})"
+            elif counted:
+                late = f", {counted.days_late} day{'s' * (counted.days_late != 1)} late" if counted.days_late else ""
+                row["score"] = f"{counted.score:g}"
+                row["status"] = f"graded: receipt {counted.receipt}{late}"
+            else:
+                waiting = [r for r in receipts if r.state in ("queued", "grading")]
+                row["score"] = ""
+                row["status"] = "not graded yet" if waiting else f"error: {receipts[-1].why}"
 
 
 @dataclass
