@@ -11,9 +11,11 @@ Skipped with a one-line reason where not root or without ``useradd``; ``LLMCOURS
 .ci/run) makes that a failure.
 """
 
+import csv
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -22,12 +24,14 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import nbformat
 import pytest
+import requests
 
 from course_tools import llmcourse, new_course
 from hostile_submissions import TOTAL, WRONG_SCORE, WRONG_SOFTMAX, filled, reference_answers
@@ -54,19 +58,28 @@ def others_can_read(path: Path) -> bool:
 
 
 def hardlinked(source: Path, dest: Path) -> Path:
-    """A copy of ``source`` at ``dest`` made of hard links (seconds, no space), every folder and file readable
-    by all; a file others cannot read is copied and opened instead (its link would change the original)."""
-    for folder, _, files in os.walk(source):
+    """A copy of ``source`` at ``dest`` made of hard links (seconds, no space; a copy across filesystems),
+    every folder and file readable by all; a file others cannot read is copied and opened instead (opening
+    its link would change the original)."""
+    for folder, dirs, files in os.walk(source):
         target = dest / Path(folder).relative_to(source)
         target.mkdir(mode=0o755, exist_ok=True)
         target.chmod(0o755)
+        for name in [d for d in dirs if Path(folder, d).is_symlink()]:
+            os.symlink(os.readlink(Path(folder, name)), target / name)
         for name in files:
             src = Path(folder, name)
-            if src.is_symlink() or src.stat().st_mode & stat.S_IROTH:
-                os.link(src, target / name, follow_symlinks=False)
-            else:
-                shutil.copy2(src, target / name)
-                (target / name).chmod(0o644)
+            if src.is_symlink():
+                os.symlink(os.readlink(src), target / name)
+                continue
+            if src.stat().st_mode & stat.S_IROTH:
+                try:
+                    os.link(src, target / name)
+                    continue
+                except OSError:  # another filesystem
+                    pass
+            shutil.copy2(src, target / name)
+            (target / name).chmod(0o644 | src.stat().st_mode & 0o111)
     return dest
 
 
@@ -123,6 +136,13 @@ class Learner:
         subprocess.run(["userdel", "--force", "--remove", self.name], capture_output=True)
 
 
+def _works_in(proc: Path, folder: Path) -> bool:
+    try:
+        return Path(os.readlink(proc / "cwd")).is_relative_to(folder)
+    except OSError:
+        return False
+
+
 def _owner(proc: Path) -> int | None:
     try:
         return proc.stat().st_uid
@@ -133,8 +153,8 @@ def _owner(proc: Path) -> int | None:
 class Hub:
     """The hub as started from deploy/jupyterhub/jupyterhub_config.py, plus an admin service for the test."""
 
-    def __init__(self, tmp: Path, env: dict, port: int):
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self, tmp: Path, env: dict, port: int, course: Path):
+        self.url, self.course, self.state = f"http://127.0.0.1:{port}", course, Path(env["LLMCOURSE_HUB_STATE"])
         self.admin_token = secrets.token_hex(24)
         config = tmp / "test_config.py"
         config.write_text(
@@ -143,9 +163,7 @@ class Hub:
             "# the test's own admin: creates the learners and their tokens, starts their servers\n"
             f"c.JupyterHub.services.append({{'name': 'hub-test', 'api_token': {self.admin_token!r}}})\n"
             "c.JupyterHub.load_roles = [{'name': 'hub-test', 'services': ['hub-test'],\n"
-            "                            'scopes': ['admin:users', 'admin:servers', 'tokens']}]\n"
-            + (f"c.JupyterHub.services[0]['command'] = [{sys.executable!r}, '/tmp/stub_grading.py']\n"
-               if os.environ.get("HUB_DEV_STUB") else ""))
+            "                            'scopes': ['admin:users', 'admin:servers', 'tokens']}]\n")
         self.log_path = tmp / "hub.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config)], cwd=tmp, env=env,
@@ -155,8 +173,6 @@ class Hub:
         return self.log_path.read_text()[-6000:]
 
     def api(self, method: str, path: str, token: str | None = None, body=None, ok=(200, 201, 202, 204)):
-        import requests
-
         reply = requests.request(method, f"{self.url}/hub/api{path}", json=body, timeout=30,
                                  headers={"Authorization": f"token {token or self.admin_token}"})
         assert reply.status_code in ok, f"{method} {path}: {reply.status_code} {reply.text[:500]}"
@@ -183,12 +199,25 @@ class Hub:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        # what a hub that died would leave: its proxy (by its pid file), the grading service and its workers
+        # (the processes working in the instructor's course folder), each by its process id
+        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _works_in(p, self.course)]
+        try:
+            proxy = int((self.state / "proxy.pid").read_text())
+            if b"configurable-http-proxy" in Path(f"/proc/{proxy}/cmdline").read_bytes():  # not a reused pid
+                pids.append(proxy)
+        except (OSError, ValueError):
+            pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def run_in_kernel(hub: Hub, learner: Learner, code: str, timeout: float = 120) -> str:
     """Run ``code`` in a new kernel of ``learner``'s server (REST and websocket, with the learner's token, as
     JupyterLab does); return what it printed (and the traceback of an error)."""
-    import requests
     import websocket
 
     base = f"{hub.url}/user/{learner.name}/api/kernels"
@@ -258,7 +287,8 @@ def hub_class(tmp_path_factory):
 
         hardlinked(cache_dir(), shared / "cache")
         suffix = secrets.token_hex(3)
-        learners = [Learner(f"alice{suffix}"), Learner(f"bob{suffix}")]
+        for name in ("alice", "bob"):
+            learners.append(Learner(f"{name}{suffix}"))
         hub_port, api_port, proxy_port, grading_port = free_ports(4)
         env = dict(os.environ, LLMCOURSE_HUB_ROOT=str(shared), LLMCOURSE_HUB_VENV=str(venv),
                    LLMCOURSE_HUB_COURSE=str(shared / "course"), LLMCOURSE_HUB_CACHE=str(shared / "cache"),
@@ -267,17 +297,24 @@ def hub_class(tmp_path_factory):
                    LLMCOURSE_HUB_PROXY_API_PORT=str(proxy_port), LLMCOURSE_HUB_GRADING_PORT=str(grading_port),
                    LLMCOURSE_HUB_GRADING_ARGS="--workers 2", LLMCOURSE_HUB_THREADS="1",
                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        hub = Hub(tmp, env, hub_port)
+        hub = Hub(tmp, env, hub_port, course)
         hub.wait("the hub did not answer", lambda: hub.api("GET", ""))
+        grading = f"{hub.url}/services/grading/"  # through the hub's proxy
+        hub.wait("the grading service did not answer", lambda: requests.get(grading + "health", timeout=5).ok)
         for learner in learners:
             hub.api("POST", f"/users/{learner.name}", ok=(201, 409))
             learner.token = hub.api("POST", f"/users/{learner.name}/tokens",
                                     body={"note": "hub test", "expires_in": 900})["token"]
-            hub.api("POST", f"/users/{learner.name}/server", ok=(201, 202))
+        spawns = [threading.Thread(target=hub.api, args=("POST", f"/users/{learner.name}/server"),
+                                   kwargs={"ok": (201, 202)}) for learner in learners]  # both at once
+        for spawn in spawns:
+            spawn.start()
+        for spawn in spawns:
+            spawn.join()
         for learner in learners:
             hub.wait(f"{learner.name}'s server did not start",
                      lambda: hub.api("GET", f"/users/{learner.name}")["servers"].get("", {}).get("ready"), 90)
-        yield {"hub": hub, "learners": learners, "course": course, "shared": shared, "grading_port": grading_port,
+        yield {"hub": hub, "learners": learners, "course": course, "shared": shared, "grading": grading,
                "setup_s": time.monotonic() - started}
     finally:
         if hub is not None:
@@ -323,3 +360,107 @@ def test_each_learner_has_a_copy_of_the_release_in_their_home(hub_class):
     for learner in (alice, bob):
         for copy in (learner.home / "my-work" / A02 / f"{A02}.ipynb", learner.home / "my-work" / A02 / f"{A02}-lesson.ipynb"):
             assert copy.is_file() and copy.stat().st_uid == learner.uid
+
+
+def test_a_learner_loads_the_models_from_the_shared_read_only_cache(hub_class):
+    """Inside a learner's server the course's loaders read the one cache and write nothing into it; what a
+    lesson keeps (cached_run) goes to the learner's own runs folder."""
+    alice, _ = hub_class["learners"]
+    cache = hub_class["shared"] / "cache"
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*")}
+    out = run_in_kernel(hub_class["hub"], alice, (
+        "import torch\n"
+        "from llmcourse.models import load_causal_lm\n"
+        "from llmcourse.cache import cached_run\n"
+        "tokenizer, model = load_causal_lm()\n"
+        "ids = tokenizer('The capital of France is', return_tensors='pt').input_ids\n"
+        "print('next:', repr(tokenizer.decode(model(ids).logits[0, -1].argmax())))\n"
+        "cached_run('hub-test', {'n': 1}, lambda: {'x': torch.ones(2)})\n"))
+    assert "next: ' Paris'" in out, out
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
+    assert list((alice.home / ".cache" / "llmcourse-runs").glob("hub-test-*.pt"))
+
+
+def test_each_learner_submits_from_their_server_and_gets_their_own_grade(hub_class):
+    """Alice's right answers and Bob's wrong softmax, saved into their copies through their servers (as
+    JupyterLab saves) and submitted with `!llmcourse submit 02 --wait` in a notebook of each server: each
+    grade reaches its learner, under the learner's hub identity, and the instructor's export agrees."""
+    hub, course = hub_class["hub"], hub_class["course"]
+    alice, bob = hub_class["learners"]
+    source = nbformat.read(course / "solutions" / A02 / f"{A02}.ipynb", as_version=4)
+    right = reference_answers(source)
+    answers = {alice.name: right, bob.name: {**right, "softmax": WRONG_SOFTMAX}}
+    for learner in (alice, bob):  # through the Jupyter server's contents API, as JupyterLab saves a notebook
+        url = f"{hub.url}/user/{learner.name}/api/contents/my-work/{A02}/{A02}.ipynb"
+        auth = {"Authorization": f"token {learner.token}"}
+        mine = requests.get(url, headers=auth, timeout=30).json()["content"]
+        saved = json.loads(filled(mine, answers[learner.name]))
+        reply = requests.put(url, json={"type": "notebook", "format": "json", "content": saved}, headers=auth,
+                             timeout=30)
+        assert reply.status_code == 200, reply.text
+    outputs = {}
+
+    def submit(learner):
+        outputs[learner.name] = run_in_kernel(hub, learner, "!llmcourse submit 02 --wait\n!llmcourse feedback 02\n")
+
+    threads = [threading.Thread(target=submit, args=(learner,)) for learner in (alice, bob)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    receipts = {}
+    for learner, score in ((alice, TOTAL), (bob, WRONG_SCORE)):
+        out = outputs[learner.name]
+        found = re.search(r"^receipt (\S+): received", out, re.M)
+        assert found, out
+        receipts[learner.name] = found.group(1)
+        assert re.search(rf"score {score:g}/{TOTAL:g}", out), out
+        assert f"receipt {found.group(1)} counts: {score:g} points" in out, out  # llmcourse feedback 02
+    assert "softmax" in outputs[bob.name] and "normalised over the whole tensor" in outputs[bob.name]
+    stored = {p.parent.name for p in (course / "service" / "submissions" / A02).glob("*/*.ipynb")}
+    assert stored == {alice.name, bob.name}
+    llmcourse(course, "export", "--out", "grades.csv")
+    with open(course / "grades.csv", newline="") as f:
+        grades = {row["student_id"]: row for row in csv.DictReader(f) if row["assignment"] == A02}
+    assert set(grades) == {alice.name, bob.name}
+    for learner, score in ((alice, TOTAL), (bob, WRONG_SCORE)):
+        row = grades[learner.name]
+        assert float(row["score"]) == score and row["status"] == f"graded: receipt {receipts[learner.name]}", row
+    hub_class["receipts"] = receipts
+
+
+def test_a_learner_cannot_submit_as_or_read_the_other(hub_class):
+    """From inside Alice's server, with her server's own token: Bob's receipt, his feedback, and a submission
+    that names him are refused (403), and nothing is stored for him."""
+    if "receipts" not in hub_class:
+        pytest.skip("needs the receipts of the submission test")
+    alice, bob = hub_class["learners"]
+    course = hub_class["course"]
+    before = sorted((course / "service" / "submissions" / A02).rglob("*.ipynb"))
+    bob_receipt = hub_class["receipts"][bob.name]
+    out = run_in_kernel(hub_class["hub"], alice, (
+        "import os, json, urllib.request, urllib.error\n"
+        "from llmcourse.workspace import work_copy\n"
+        "base, token = os.environ['LLMCOURSE_SUBMIT_URL'], os.environ['JUPYTERHUB_API_TOKEN']\n"
+        "def status(method, path, data=None, headers={}):\n"
+        "    req = urllib.request.Request(base + path, data=data, method=method,\n"
+        "                                 headers={'Authorization': f'token {token}', **headers})\n"
+        "    try:\n"
+        "        with urllib.request.urlopen(req, timeout=30) as reply:\n"
+        "            return reply.status, json.load(reply)\n"
+        "    except urllib.error.HTTPError as err:\n"
+        "        return err.code, json.load(err)\n"
+        "mine = work_copy('02').read_bytes()\n"
+        "tries = {\n"
+        f"    'receipt': status('GET', 'receipts/{bob_receipt}'),\n"
+        f"    'feedback': status('GET', 'feedback/02?learner={bob.name}'),\n"
+        f"    'submit-query': status('POST', 'submissions/02?student={bob.name}', mine),\n"
+        f"    'submit-header': status('POST', 'submissions/02', mine, {{'X-Student': '{bob.name}'}}),\n"
+        "    'own': status('GET', 'feedback/02'),\n"
+        "}\n"
+        "print(json.dumps({k: [code, body.get('learner')] for k, (code, body) in tries.items()}))\n"))
+    tries = json.loads(out.strip().splitlines()[-1])
+    assert {k: v[0] for k, v in tries.items()} == {"receipt": 403, "feedback": 403, "submit-query": 403,
+                                                    "submit-header": 403, "own": 200}, out
+    assert tries["own"][1] == alice.name
+    assert sorted((course / "service" / "submissions" / A02).rglob("*.ipynb")) == before
