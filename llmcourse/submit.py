@@ -88,6 +88,7 @@ def _checked(status: int, body: dict) -> dict:
 
 def submit(notebook: Path, assignment: str, wait: bool = False, out=print) -> dict:
     """Send the saved notebook; returns the receipt (and, with ``wait``, prints the grade when it is ready)."""
+    connection()  # what to set comes first: a learner configures once
     try:
         data = notebook.read_bytes()
     except OSError:

@@ -160,6 +160,16 @@ def test_a_crash_while_grading_is_redone_and_each_receipt_keeps_one_result(relea
     assert store.requeue(A02) == 1 and store.receipt(claimed.id).state == "queued"
 
 
+def test_a_grader_failure_is_tried_again_then_left_for_the_instructor(released, tmp_path):
+    store = Store(class_course(released, tmp_path))
+    receipt, _ = store.receive("alice", A02, b"1", "a", None)
+    for attempt in range(1, 4):
+        assert store.claim(1)[0].attempts == attempt
+        store.finish(receipt.id, None, "", "the grader failed (BrokenProcessPool)")
+    assert store.receipt(receipt.id).state == "error" and store.claim(1) == []
+    assert "BrokenProcessPool" in store.receipt(receipt.id).why and store.requeue(A02) == 1
+
+
 # ---------------------------------------------------------------- requests refused, nothing stored
 
 def test_bad_requests_get_a_clear_error_and_store_nothing(running):
@@ -277,3 +287,40 @@ def test_an_address_other_machines_reach_needs_tls(running, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------- the commands, as people type them
+
+def test_the_learners_commands_say_what_to_set_when_nothing_is_configured(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMCOURSE_SUBMIT", "JUPYTERHUB_"))}
+    run = lambda *args, **extra: subprocess.run(  # noqa: E731
+        [os.sys.executable, "-m", "llmcourse.cli", *args], env={**env, **extra}, capture_output=True, text=True,
+        timeout=120, cwd=course_tools.ROOT)
+    no_url = run("submit", "02")
+    assert no_url.returncode == 2 and "set LLMCOURSE_SUBMIT_URL" in no_url.stderr
+    no_token = run("feedback", "02", LLMCOURSE_SUBMIT_URL="http://127.0.0.1:9/",
+                   LLMCOURSE_SUBMIT_TOKEN_FILE=str(tmp_path / "missing"))
+    assert no_token.returncode == 2 and f"no token file at {tmp_path / 'missing'}" in no_token.stderr
+    down = run("feedback", "02", LLMCOURSE_SUBMIT_URL="http://127.0.0.1:9/", JUPYTERHUB_API_TOKEN="t")
+    assert down.returncode == 2 and "cannot be reached" in down.stderr
+
+
+def test_the_instructors_commands_on_the_services_store(released, tmp_path):
+    course = class_course(released, tmp_path)
+    issued = course_tools.llmcourse(course, "tokens", "issue")
+    assert "2 token files written to tokens" in issued.stdout and (course / "tokens" / "bob.token").is_file()
+    assert "no submissions received by the service yet" in course_tools.llmcourse(course, "status", "02").stdout
+    store = Store(course)
+    receipt, _ = store.receive("bob", A02, b"{}", "sha", None)
+    store.claim(1)
+    store.finish(receipt.id, {"status": "failed: the notebook does not parse", "notes": [],
+                              "cells": {"check_softmax": {"earned": 0.0, "possible": 2.0}}}, "fp")
+    status = course_tools.llmcourse(course, "status", "02").stdout
+    assert "1 received from 1 learners; 1 failed; 0 late" in status and "failed: the notebook does not parse" in status
+    refused = course_tools.llmcourse(course, "override", "02", "bob", "9", "--reason", " ", check=False)
+    assert refused.returncode == 2 and "needs its reason" in refused.stderr
+    course_tools.llmcourse(course, "override", "02", "bob", "9", "--reason", "graded by hand")
+    assert "counts: override 9 (graded by hand)" in course_tools.llmcourse(course, "status", "02").stdout
+    assert "1 receipts queued again" in course_tools.llmcourse(course, "regrade", "02").stdout
+    revoke = course_tools.llmcourse(course, "tokens", "revoke", check=False)
+    assert revoke.returncode == 2 and "name the learners" in revoke.stderr

@@ -48,6 +48,7 @@ from grader.sandbox import Limits
 FAULT_ENV = "LLMCOURSE_SERVICE_FAULT"
 FAULT_EXIT = 70
 HUB_CACHE_S = 60  # a hub token's user is asked of the hub again after this
+LEARNER_ID = re.compile(r"[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*")
 
 
 def fault(point: str) -> None:
@@ -125,7 +126,7 @@ def feedback_view(receipt: Receipt, settings: Settings, now: datetime, counted: 
             "days_late": deadline.days_late(receipt.received) if deadline else 0,
             "due": deadline.due.isoformat() if deadline else None}
     if receipt.state == "error":
-        view["why"] = f"{receipt.why}; the instructor has been told (it is regraded)"
+        view["why"] = f"{receipt.why}: not your notebook's fault; your instructor sees it and can regrade it"
     if receipt.state not in ("graded", "failed"):
         return view
     result = json.loads(receipt.result)
@@ -159,8 +160,7 @@ class GradingService:
         self.limits, self.isolate = limits or Limits(), isolate
         self.prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
         self._stop = threading.Event()
-        self._pool = None
-        self._lock = threading.Lock()  # the gradebook has one writer: the grading thread
+        self._pool, self._grader = None, None
 
     # ------------------------------------------------------------ requests
 
@@ -172,6 +172,9 @@ class GradingService:
         learner = self.identity.learner(token)
         if not learner:
             raise Refused(401, "this token is not valid (wrong, revoked or expired): ask your instructor for a new one")
+        if not LEARNER_ID.fullmatch(learner):  # it names folders in the store and the gradebook
+            raise Refused(403, f"the user name {learner!r} cannot be a course id (letters, digits, . _ @ + - only, "
+                               f"not starting with a dot): ask your instructor")
         return learner
 
     def assignment(self, target: str) -> str:
@@ -241,7 +244,11 @@ class GradingService:
             print(f"recovered: {requeued} interrupted gradings queued again, {swept} unacknowledged files removed",
                   file=sys.stderr, flush=True)
         self._pool = self._new_pool()
-        threading.Thread(target=self._grade_forever, name="grading", daemon=True).start()
+        self._grader = threading.Thread(target=self._grade_forever, name="grading", daemon=True)
+        self._grader.start()
+
+    def grading_alive(self) -> bool:
+        return self._grader is not None and self._grader.is_alive()
 
     def stop(self) -> None:
         self._stop.set()
@@ -271,26 +278,38 @@ class GradingService:
     def _grade_forever(self) -> None:
         running = {}  # future -> (receipt, fingerprint)
         while not self._stop.is_set():
-            for receipt in self.store.claim(self.workers - len(running)):
+            try:
+                self._grade_some(running)
+            except Exception as err:  # the store or the pool failed: said, and tried again, never a silent stop
+                print(f"error: grading: {type(err).__name__}: {err}; retrying in 5 s", file=sys.stderr, flush=True)
+                time.sleep(5)
+
+    def _grade_some(self, running: dict) -> None:
+        """Hand queued receipts to free workers, and record what the workers finished."""
+        for receipt in self.store.claim(self.workers - len(running)):
+            try:
                 job, stamp = self._job(receipt)
-                running[self._pool.submit(grading._grade_locally, job)] = (receipt, stamp)
-                fault("while-grading")
-            if not running:
-                time.sleep(0.1)
+            except OSError as err:  # the stored file or the assignment's source is unreadable
+                self._record(receipt, None, "", f"the grader could not read what it needs ({err})")
                 continue
-            done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-            broken = False
-            for future in done:
-                receipt, stamp = running.pop(future)
-                try:
-                    result, why = future.result(), None
-                except Exception as err:  # the grading machinery failed, not the submission: state "error"
-                    result, why = None, f"the grader failed ({type(err).__name__}: {err})"
-                    broken = broken or isinstance(err, BrokenProcessPool)
-                self._record(receipt, result, stamp, why)
-            if broken:  # a worker died: the others' jobs are lost too, so they fail alike; a new pool grades on
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool()
+            running[self._pool.submit(grading._grade_locally, job)] = (receipt, stamp)
+            fault("while-grading")
+        if not running:
+            time.sleep(0.1)
+            return
+        done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+        broken = False
+        for future in done:
+            receipt, stamp = running.pop(future)
+            try:
+                result, why = future.result(), None
+            except Exception as err:  # the grading machinery failed, not the submission: state "error"
+                result, why = None, f"the grader failed ({type(err).__name__}: {err})"
+                broken = broken or isinstance(err, BrokenProcessPool)
+            self._record(receipt, result, stamp, why)
+        if broken:  # a worker died: the others' jobs are lost too, so they fail alike; a new pool grades on
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
 
     def _record(self, receipt: Receipt, result: dict | None, stamp: str, why: str | None) -> None:
         """The receipt's one result, then the gradebook's copy of the submission that counts."""
@@ -363,7 +382,7 @@ def make_handler(service: GradingService):
             else:
                 raise Refused(404 if method == "GET" else 405, f"no {method} {url.path}")
             if name == "health":
-                return 200, {"ok": True}
+                return 200, {"ok": True, "grading": service.grading_alive()}
             learner = service.who(self.headers.get("Authorization"))
             named = [v for k, values in parse_qs(url.query).items() if k in NAMING_FIELDS for v in values]
             named += [self.headers[h] for h in ("X-Student", "X-Learner") if self.headers.get(h)]

@@ -4,8 +4,8 @@
 ``service.db`` (SQLite, WAL, synchronous=FULL). A receipt is given only once its file is on disk (fsync'd, then
 renamed, then the folder fsync'd) and its row committed; a file whose row never came (the service died in
 between) is swept at the next start. A receipt's state goes ``queued`` -> ``grading`` -> ``graded`` (a result:
-the score, or "failed: why" when the notebook could not be graded) or ``error`` (the grader itself failed:
-``regrade`` retries). Grading interrupted by a crash is found in ``grading`` at the next start and queued again;
+the score, or "failed: why" when the notebook could not be graded); when the grader itself fails, it is queued
+again, and left in ``error`` after ``ATTEMPTS`` tries (``regrade`` queues it once more). Grading interrupted by a crash is found in ``grading`` at the next start and queued again;
 a result is written only over a receipt in ``grading``, so each receipt has exactly one recorded result.
 
 nbgrader's gradebook holds one submission per learner and assignment: the one that counts (``counted``) is
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS counted (
     learner TEXT NOT NULL, assignment TEXT NOT NULL, receipt TEXT NOT NULL, score REAL NOT NULL,
     days_late INTEGER NOT NULL, at TEXT NOT NULL, PRIMARY KEY (learner, assignment));
 """
-DONE = ("graded", "failed", "error")
+ATTEMPTS = 3  # a receipt whose grading the grader itself failed this many times is left in "error"
 
 
 def utc_now() -> datetime:
@@ -183,20 +183,22 @@ class Store:
         return sorted((Receipt(**dict(r)) for r in rows), key=lambda r: r.received_at)
 
     def finish(self, receipt_id: str, result: dict | None, fingerprint: str, why: str | None = None) -> bool:
-        """Record a receipt's one result (``result`` None: the grader failed, ``why``); False when it was not
-        being graded (already recorded)."""
+        """Record a receipt's one result (``result`` None: the grader failed, ``why``: queued again, ``error``
+        after ``ATTEMPTS`` tries); False when it was not being graded (already recorded)."""
         if result is None:
-            state, earned, possible = "error", None, None
-        else:
-            status = result["status"]
-            state = "graded" if status == "graded" else "failed"
-            why = None if state == "graded" else status.removeprefix("failed: ")
-            earned = sum(c["earned"] for c in result["cells"].values())
-            possible = sum(c["possible"] for c in result["cells"].values())
+            with self._db() as db:
+                return db.execute("UPDATE receipts SET state = CASE WHEN attempts < ? THEN 'queued' ELSE 'error' END, "
+                                  "why = ?, graded_at = ? WHERE id = ? AND state = 'grading'",
+                                  (ATTEMPTS, why, utc_now().isoformat(timespec="seconds"), receipt_id)).rowcount == 1
+        status = result["status"]
+        state = "graded" if status == "graded" else "failed"
+        why = None if state == "graded" else status.removeprefix("failed: ")
+        earned = sum(c["earned"] for c in result["cells"].values())
+        possible = sum(c["possible"] for c in result["cells"].values())
         with self._db() as db:
             return db.execute("UPDATE receipts SET state = ?, earned = ?, possible = ?, why = ?, result = ?, "
                               "fingerprint = ?, graded_at = ? WHERE id = ? AND state = 'grading'",
-                              (state, earned, possible, why, None if result is None else json.dumps(result),
+                              (state, earned, possible, why, json.dumps(result),
                                fingerprint, utc_now().isoformat(timespec="seconds"), receipt_id)).rowcount == 1
 
     def requeue(self, assignment: str, learners: list[str] | None = None) -> int:
