@@ -464,3 +464,58 @@ def test_a_learner_cannot_submit_as_or_read_the_other(hub_class):
                                                     "submit-header": 403, "own": 200}, out
     assert tries["own"][1] == alice.name
     assert sorted((course / "service" / "submissions" / A02).rglob("*.ipynb")) == before
+
+
+def load_hub_config(env: dict):
+    """deploy/jupyterhub/jupyterhub_config.py as JupyterHub loads it, with ``env`` as its environment."""
+    from traitlets.config import Config
+
+    config = Config()
+    code = compile((DEPLOY / "jupyterhub_config.py").read_text(), str(DEPLOY / "jupyterhub_config.py"), "exec")
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        exec(code, {"get_config": lambda: config, "__file__": str(DEPLOY / "jupyterhub_config.py")})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return config
+
+
+@pytest.fixture
+def srv():
+    """A folder in /tmp that others may enter (pytest's own temporary folder is closed to them)."""
+    folder = Path(tempfile.mkdtemp(prefix="llmcourse-srv-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_the_hub_configuration_refuses_what_would_show_learners_the_solutions(srv):
+    """No root needed: the configuration's own checks, and what it gives the learners' servers."""
+    tmp_path = srv
+    shared = tmp_path / "srv"
+    instructor, tree, venv, cache = shared / "instructor", shared / "course", shared / "venv", shared / "cache"
+    for folder in (instructor, tree / "exercises", venv, cache):
+        folder.mkdir(parents=True)
+    (instructor / "nbgrader_config.py").write_text("")
+    for folder in (tmp_path, shared, tree, tree / "exercises", venv, cache):
+        folder.chmod(0o755)
+    instructor.chmod(0o700)
+    env = {"LLMCOURSE_HUB_ROOT": str(shared), "LLMCOURSE_HUB_STATE": str(tmp_path / "state")}
+    config = load_hub_config(env)
+    spawned = config.Spawner.environment
+    assert spawned["LLMCOURSE_COURSE_DIR"] == str(tree) and spawned["LLMCOURSE_CACHE_DIR"] == str(cache)
+    assert spawned["LLMCOURSE_WORK_DIR"] == "~/my-work" and spawned["PATH"].startswith(f"{venv}/bin:")
+    assert spawned["LLMCOURSE_SUBMIT_URL"] == "http://127.0.0.1:8765/services/grading/"
+    assert "PYTHONPATH" not in config.Spawner.env_keep and "PATH" not in config.Spawner.env_keep
+    (service,) = config.JupyterHub.services
+    assert service["name"] == "grading" and service["cwd"] == str(instructor)
+    assert service["command"][1:5] == ["-m", "llmcourse.cli", "grade", "serve"]  # llmcourse grade serve
+    instructor.chmod(0o755)  # other users could read the solutions and the gradebook
+    with pytest.raises(SystemExit, match="chmod 700"):
+        load_hub_config(env)
+    instructor.chmod(0o700)
+    (tree / "solutions").mkdir()
+    with pytest.raises(SystemExit, match="release_tree.py"):
+        load_hub_config(env)
