@@ -287,6 +287,19 @@ LAW_REFIT = Forbidden(
     "the lesson's helper refits the law with SciPy's `least_squares` and its Huber loss, which is this exercise; "
     "write the objective (and its gradient) yourself and minimise it with `scipy.optimize.minimize`")
 
+PEFT_MODEL = Forbidden(
+    "peft.get_peft_model",
+    (("peft", "get_peft_model"), ("peft.mapping_func", "get_peft_model"), ("peft", "inject_adapter_in_model"),
+     ("peft.mapping", "inject_adapter_in_model"), ("peft.tuners.lora.model", "LoraModel.__init__")),
+    "peft wraps the model and puts its LoRA layers in for you, which is this exercise: find the layers by their "
+    "names, and build and set the new layer yourself with nn.Parameter and tensor operations")
+PEFT_LORA_LAYER = Forbidden(
+    "peft.tuners.lora.Linear",
+    tuple(("peft.tuners.lora.layer", f"{cls}.__init__") for cls in ("Linear", "LoraLayer"))
+    + (("peft.tuners.lora.layer", "LoraLayer.update_layer"),),
+    "peft's LoRA layer is the layer this exercise builds: hold the frozen nn.Linear and the two new parameters "
+    "A and B in a module of your own")
+
 # ---------------------------------------------------------------- who called
 
 def _package_dir(module: str) -> str:

@@ -611,3 +611,34 @@ def test_softmax_and_causal_mask_refuse_the_library_attention(name, fn):
     result = check(name, fn)
     assert list(result.mistakes) == ["calls `F.scaled_dot_product_attention`, which this exercise asks you to build "
                                      "yourself"], result.feedback
+
+
+def _peft_add_lora(model, target_modules, r, alpha, generator):
+    from peft import LoraConfig, get_peft_model
+
+    get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules)))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _peft_layer_add_lora(model, target_modules, r, alpha, generator):
+    from peft.tuners.lora import Linear as LoraLinear
+
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
+             and any(n == t or n.endswith("." + t) for t in target_modules)]
+    model.requires_grad_(False)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoraLinear(getattr(parent, child), "default", r=r, lora_alpha=alpha))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("fn, called", [(_peft_add_lora, "peft.get_peft_model"),
+                                        (_peft_layer_add_lora, "peft.tuners.lora.Linear")],
+                         ids=["get_peft_model", "lora-layer"])
+def test_add_lora_refuses_peft(fn, called):
+    """The course does not depend on peft (the check skips without it); where a learner has it, it is refused."""
+    pytest.importorskip("peft")
+    result = check("add_lora", fn)
+    assert list(result.mistakes) == [f"calls `{called}`, which this exercise asks you to build yourself"], \
+        result.feedback

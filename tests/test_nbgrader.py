@@ -23,7 +23,7 @@ from course_tools import llmcourse, new_course
 
 from grader.core import get_exercise
 
-pytestmark = pytest.mark.xdist_group("nbgrader")  # one worker grades the ten chapters once
+pytestmark = pytest.mark.xdist_group("nbgrader")  # one worker grades the eleven chapters once
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -82,6 +82,9 @@ ROUNDS = {
     # instead of 2^(bits-1) - 1 loses absmax_quantize's 6 (dequantize does not call it)
     "10-open-models": Round("absmax_quantize", "2 ** (bits - 1) - 1", "2 ** (bits - 1)", 15, 9,
                             "one level outside the range"),
+    # response_only_labels 2+1, add_lora 3+2, reward_model_step 2+1, dpo_loss 4+2; scoring each label with the
+    # logits at its own position loses dpo_loss's 6 (the payoff cells that run DPO on SmolLM2 with it are not graded)
+    "11-instruction-tuning": Round("dpo_loss", "logits[:, :-1], labels[:, 1:]", "logits, labels", 17, 11, "no shift"),
 }
 STUDENTS = ("ref", "stub", "wrong")
 # A submission that calls the function its exercise rebuilds is refused, in both graders. Chapter 02's softmax through
@@ -105,6 +108,8 @@ FORBIDDEN = {
                        "w.abs().max().item() / (2 ** (bits - 1) - 1)\n    return torch.quantize_per_tensor(w, scale, 0, "
                        "torch.qint8).int_repr(), scale", "calls `torch.quantize_per_tensor`"),
 }
+# (11-instruction-tuning's add_lora forbids peft, which is not among the course's dependencies:
+# tests/test_forbidden.py tests that refusal wherever peft is importable.)
 FORBIDDEN_02_SCORE = 2.0
 # Plain `nbgrader autograde` (it executes every cell of each notebook) grades this chapter end to end;
 # `llmcourse grade` grades every chapter, this one included, and the two must agree on every score.

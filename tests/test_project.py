@@ -109,7 +109,7 @@ def test_the_wheel_carries_the_shipped_data_with_licence_and_notice(tmp_path):
 
 
 def test_checking_a_chapter_imports_that_chapters_checks_only():
-    """`llmcourse check 02` pays for chapter 02's checks (and torch), not for all ten chapters' nor nbformat's
+    """`llmcourse check 02` pays for chapter 02's checks (and torch), not for every chapter's nor nbformat's
     schema validator; every exercise belongs to the module grader.checks.CHAPTERS names for its chapter."""
     probe = ("import sys\nfrom grader.core import exercises_of, get_exercise\nfrom grader.notebook import read_notebook\n"
              "read_notebook('exercises/02-self-attention/02-self-attention.ipynb')\n"

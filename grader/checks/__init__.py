@@ -6,7 +6,7 @@ import importlib
 # chapter -> module, named after the chapter's folder (solutions/06-bias-and-cost/ -> bias_and_cost.py)
 CHAPTERS = {"01": "transformer_era", "02": "self_attention", "03": "multi_head_attention", "04": "transfer_learning",
             "05": "gpt_and_prompting", "06": "bias_and_cost", "07": "experts_and_scale", "08": "scaling_laws",
-            "09": "evaluating_llms", "10": "open_models"}
+            "09": "evaluating_llms", "10": "open_models", "11": "instruction_tuning"}
 
 
 def register_chapter(chapter: str) -> None:
