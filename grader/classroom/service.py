@@ -318,6 +318,7 @@ ROUTES = [("POST", re.compile(r"submissions/([\w.-]+)"), "submit"),
           ("GET", re.compile(r"feedback/([\w.-]+)"), "feedback"),
           ("GET", re.compile(r"health"), "health")]
 NAMING_FIELDS = ("student", "learner", "student_id", "user")
+DRAIN_LIMIT = 256 * 2**20  # a refused upload's unread body is read and dropped up to this size (see _discard_body)
 
 
 def make_handler(service: GradingService):
@@ -343,9 +344,16 @@ def make_handler(service: GradingService):
             self.wfile.write(data)
 
         def _handle(self, method: str) -> None:
+            self._unread = 0
+            if method == "POST":
+                try:
+                    self._unread = max(int(self.headers.get("Content-Length", "0")), 0)
+                except ValueError:
+                    pass
             try:
                 self._reply(*self._route(method))
             except Refused as err:
+                self._discard_body()
                 self.close_connection = method == "POST"  # an unread body must not be taken for the next request
                 self._reply(err.status, {"error": str(err)})
             except Exception as err:  # a bug here must not stop the service; the learner is told to retry
@@ -388,9 +396,21 @@ def make_handler(service: GradingService):
                                    f"{limit / 2**20:g} MB. Clear its outputs (Edit > Clear Outputs of All Cells), "
                                    f"save, and submit again")
             data = self.rfile.read(length)
+            self._unread = 0
             if len(data) != length:
                 raise Refused(400, "nothing was stored: the upload was cut short; submit again")
             return data
+
+        def _discard_body(self) -> None:
+            """Read what is left of a refused POST's body: a client still sending it (a notebook over the size
+            limit, a revoked token) would otherwise get a broken pipe instead of the reply that says why."""
+            if self._unread > DRAIN_LIMIT:
+                return
+            while self._unread > 0:
+                chunk = self.rfile.read(min(self._unread, 2**20))
+                if not chunk:
+                    break
+                self._unread -= len(chunk)
 
     return Handler
 
