@@ -270,6 +270,7 @@ class GradingService:
         return job, fingerprint(assignment[:2], source, release, hidden)
 
     def _grade_forever(self) -> None:
+        self._catch_up_gradebook()
         running = {}  # future -> (receipt, fingerprint)
         while not self._stop.is_set():
             for receipt in self.store.claim(self.workers - len(running)):
@@ -292,6 +293,28 @@ class GradingService:
             if broken:  # a worker died: the others' jobs are lost too, so they fail alike; a new pool grades on
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
+
+    def _catch_up_gradebook(self) -> None:
+        """At start, in the grading thread (the gradebook's one writer): copy into the gradebook each learner's
+        counted submission that is not there yet. A result is recorded in the store first and copied after, so a
+        crash between the two (or a copy that failed) left the gradebook without it, and the exports, which list
+        nbgrader's rows, without the learner."""
+        for assignment in sorted({r.assignment for r in self.store.receipts()}):
+            for learner in self.store.learners(assignment):
+                counted = self._counted(assignment, learner)
+                if counted is None:
+                    continue
+                receipt = self.store.receipt(counted.receipt)
+                record = self.course.record(learner, assignment) or {}
+                if (record.get("submission_sha256"), record.get("fingerprint")) == (receipt.sha256, receipt.fingerprint):
+                    continue
+                try:
+                    self.course.record_counted(receipt, self.store.data(receipt), receipt.fingerprint)
+                    print(f"gradebook: {learner}'s counted {assignment} ({receipt.id}) copied in", file=sys.stderr,
+                          flush=True)
+                except Exception as err:
+                    print(f"warning: the gradebook was not updated for {receipt.id} ({type(err).__name__}: {err})",
+                          file=sys.stderr, flush=True)
 
     def _record(self, receipt: Receipt, result: dict | None, stamp: str, why: str | None) -> None:
         """The receipt's one result, then the gradebook's copy of the submission that counts."""
