@@ -170,6 +170,14 @@ class Service:
         self._bury(old)
         return self.start(fault, why, wait=False)
 
+    def kill(self) -> Run:
+        """SIGKILL the running service now (a crash); it is restarted as after any crash. Returns the killed run."""
+        with self._lock:
+            run = self.runs[-1]
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(run.proc.pid, signal.SIGKILL)
+        return run
+
     def kill_when(self, text: str) -> None:
         """SIGKILL the service the moment it prints a line holding ``text`` (a crash at that point); it is then
         restarted as after any crash."""
@@ -302,14 +310,15 @@ class Learner:
         finally:
             _acting.learner = before
 
-    def submit(self, data: bytes, label: str = "", assignment: str = "02") -> Sent:
-        """Save the notebook in the learner's copy and send it with ``llmcourse.submit.submit``."""
+    def submit(self, data: bytes, label: str = "", assignment: str = "02", wait: bool = False) -> Sent:
+        """Save the notebook in the learner's copy and send it with ``llmcourse.submit.submit`` (``wait``: as
+        ``llmcourse submit --wait``, until the grade is there)."""
         self.notebook.parent.mkdir(parents=True, exist_ok=True)
         self.notebook.write_bytes(data)
         start = time.time()
         with self.acting():
             try:
-                receipt, error = client.submit(self.notebook, assignment, out=lambda *_: None), None
+                receipt, error = client.submit(self.notebook, assignment, wait=wait, out=lambda *_: None), None
             except client.SubmitError as err:
                 receipt, error = None, str(err)
         sent = Sent(self.id, label, data, start, time.time() - start, receipt, error)

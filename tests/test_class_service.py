@@ -517,11 +517,14 @@ def test_the_burst_is_fully_graded_within_two_minutes(klass):
     service = klass["service"]
     wave = klass["due"].timestamp() - 5
     seconds = klass["drained"] - wave
+    wave = sorted(s.seconds for s in sent_of(klass) if s.label.startswith("wave:"))
     latencies = sorted(h.seconds for h in klass["heard"] if h.method == "POST" and h.status == 202)
     restarts = [run.serving_s for run in service.runs[1:] if run.serving_s is not None]
     print(f"\nburst graded {seconds:.1f} s after the wave ({klass['drained'] - klass['first'].started:.1f} s after "
-          f"the first start); receipts p50 {latencies[len(latencies) // 2]:.2f} s, max {latencies[-1]:.2f} s (retries "
-          f"through restarts included); restarts to GET /health: {', '.join(f'{s:.1f} s' for s in restarts)}")
+          f"the first start); the wave's 23 receipts (sent within 1 s): p50 {wave[len(wave) // 2]:.2f} s, max "
+          f"{wave[-1]:.2f} s; all {len(latencies)} receipts: p50 {latencies[len(latencies) // 2]:.2f} s, max "
+          f"{latencies[-1]:.2f} s (retries through restarts included); restarts to GET /health: "
+          f"{', '.join(f'{s:.1f} s' for s in restarts)}")
     assert seconds <= GRADED_TARGET_S * 1.25, f"the burst took {seconds:.0f} s to grade (target 2 minutes)"
 
 
