@@ -184,9 +184,6 @@ class Service:
         with self._lock:
             self._kill_on = text
 
-    def current(self) -> Run:
-        return self.runs[-1]
-
     def wait_stable(self, timeout: float = 90) -> Run:
         """Wait until the latest start runs without a fault and serves."""
         give_up = time.monotonic() + timeout
