@@ -276,6 +276,7 @@ class GradingService:
         return job, fingerprint(assignment[:2], source, release, hidden)
 
     def _grade_forever(self) -> None:
+        self._catch_up_gradebook()
         running = {}  # future -> (receipt, fingerprint)
         while not self._stop.is_set():
             try:
@@ -311,6 +312,28 @@ class GradingService:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
 
+    def _catch_up_gradebook(self) -> None:
+        """At start, in the grading thread (the gradebook's one writer): copy into the gradebook each learner's
+        counted submission that is not there yet. A result is recorded in the store first and copied after, so a
+        crash between the two (or a copy that failed) left the gradebook without it, and the exports, which list
+        nbgrader's rows, without the learner."""
+        for assignment in sorted({r.assignment for r in self.store.receipts()}):
+            for learner in self.store.learners(assignment):
+                counted = self._counted(assignment, learner)
+                if counted is None:
+                    continue
+                receipt = self.store.receipt(counted.receipt)
+                record = self.course.record(learner, assignment) or {}
+                if (record.get("submission_sha256"), record.get("fingerprint")) == (receipt.sha256, receipt.fingerprint):
+                    continue
+                try:
+                    self.course.record_counted(receipt, self.store.data(receipt), receipt.fingerprint)
+                    print(f"gradebook: {learner}'s counted {assignment} ({receipt.id}) copied in", file=sys.stderr,
+                          flush=True)
+                except Exception as err:
+                    print(f"warning: the gradebook was not updated for {receipt.id} ({type(err).__name__}: {err})",
+                          file=sys.stderr, flush=True)
+
     def _record(self, receipt: Receipt, result: dict | None, stamp: str, why: str | None) -> None:
         """The receipt's one result, then the gradebook's copy of the submission that counts."""
         if not self.store.finish(receipt.id, result, stamp, why):
@@ -336,6 +359,7 @@ ROUTES = [("POST", re.compile(r"submissions/([\w.-]+)"), "submit"),
           ("GET", re.compile(r"feedback/([\w.-]+)"), "feedback"),
           ("GET", re.compile(r"health"), "health")]
 NAMING_FIELDS = ("student", "learner", "student_id", "user")
+DRAIN_LIMIT = 256 * 2**20  # a refused upload's unread body is read and dropped up to this size (see _discard_body)
 
 
 def make_handler(service: GradingService):
@@ -361,9 +385,16 @@ def make_handler(service: GradingService):
             self.wfile.write(data)
 
         def _handle(self, method: str) -> None:
+            self._unread = 0
+            if method == "POST":
+                try:
+                    self._unread = max(int(self.headers.get("Content-Length", "0")), 0)
+                except ValueError:
+                    pass
             try:
                 self._reply(*self._route(method))
             except Refused as err:
+                self._discard_body()
                 self.close_connection = method == "POST"  # an unread body must not be taken for the next request
                 self._reply(err.status, {"error": str(err)})
             except Exception as err:  # a bug here must not stop the service; the learner is told to retry
@@ -406,9 +437,21 @@ def make_handler(service: GradingService):
                                    f"{limit / 2**20:.3g} MB. Clear its outputs (Edit > Clear Outputs of All Cells), "
                                    f"save, and submit again")
             data = self.rfile.read(length)
+            self._unread = 0
             if len(data) != length:
                 raise Refused(400, "nothing was stored: the upload was cut short; submit again")
             return data
+
+        def _discard_body(self) -> None:
+            """Read what is left of a refused POST's body: a client still sending it (a notebook over the size
+            limit, a revoked token) would otherwise get a broken pipe instead of the reply that says why."""
+            if self._unread > DRAIN_LIMIT:
+                return
+            while self._unread > 0:
+                chunk = self.rfile.read(min(self._unread, 2**20))
+                if not chunk:
+                    break
+                self._unread -= len(chunk)
 
     return Handler
 
