@@ -14,6 +14,7 @@ A lost reply is retried with the same submission id, so a retry never makes a se
 """
 
 import hashlib
+import http.client
 import json
 import os
 import ssl
@@ -72,12 +73,14 @@ def request(method: str, path: str, data: bytes | None = None, headers: dict | N
             except ValueError:
                 body = {"error": f"HTTP {err.code} {err.reason}"}
             return err.code, body
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException, ValueError) as err:
+            # no reply, or one cut off (the service died while answering): retried, with the same submission id
             if time.monotonic() < give_up:
                 time.sleep(1)
                 continue
-            raise SubmitError(f"the grading service at {base} cannot be reached ({getattr(err, 'reason', err)}); "
-                              f"nothing was submitted. Try again in a minute, or tell your instructor") from None
+            raise SubmitError(f"the grading service at {base} cannot be reached or did not answer "
+                              f"({getattr(err, 'reason', err)}): you have no receipt. Try again in a minute "
+                              f"(`llmcourse feedback` lists what arrived), or tell your instructor") from None
 
 
 def _checked(status: int, body: dict) -> dict:

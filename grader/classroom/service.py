@@ -276,10 +276,10 @@ class GradingService:
         return job, fingerprint(assignment[:2], source, release, hidden)
 
     def _grade_forever(self) -> None:
-        self._catch_up_gradebook()
-        running = {}  # future -> (receipt, fingerprint)
+        running, caught_up = {}, False  # future -> (receipt, fingerprint)
         while not self._stop.is_set():
             try:
+                caught_up = caught_up or self._catch_up_gradebook()
                 self._grade_some(running)
             except Exception as err:  # the store or the pool failed: said, and tried again, never a silent stop
                 print(f"error: grading: {type(err).__name__}: {err}; retrying in 5 s", file=sys.stderr, flush=True)
@@ -312,7 +312,7 @@ class GradingService:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
 
-    def _catch_up_gradebook(self) -> None:
+    def _catch_up_gradebook(self) -> bool:
         """At start, in the grading thread (the gradebook's one writer): copy into the gradebook each learner's
         counted submission that is not there yet. A result is recorded in the store first and copied after, so a
         crash between the two (or a copy that failed) left the gradebook without it, and the exports, which list
@@ -326,13 +326,21 @@ class GradingService:
                 record = self.course.record(learner, assignment) or {}
                 if (record.get("submission_sha256"), record.get("fingerprint")) == (receipt.sha256, receipt.fingerprint):
                     continue
-                try:
-                    self.course.record_counted(receipt, self.store.data(receipt), receipt.fingerprint)
+                if self._copy_counted(receipt):
                     print(f"gradebook: {learner}'s counted {assignment} ({receipt.id}) copied in", file=sys.stderr,
                           flush=True)
-                except Exception as err:
-                    print(f"warning: the gradebook was not updated for {receipt.id} ({type(err).__name__}: {err})",
-                          file=sys.stderr, flush=True)
+        return True
+
+    def _copy_counted(self, receipt: Receipt) -> bool:
+        """Copy a learner's counted submission and its result into nbgrader's gradebook; a failure is said, not
+        raised: the store is the record, and the next start copies what is missing."""
+        try:
+            self.course.record_counted(receipt, self.store.data(receipt), receipt.fingerprint)
+            return True
+        except Exception as err:
+            print(f"warning: the gradebook was not updated for {receipt.id} ({type(err).__name__}: {err}); the next "
+                  f"start of the service copies it", file=sys.stderr, flush=True)
+            return False
 
     def _record(self, receipt: Receipt, result: dict | None, stamp: str, why: str | None) -> None:
         """The receipt's one result, then the gradebook's copy of the submission that counts."""
@@ -345,11 +353,7 @@ class GradingService:
             return
         counted = self._counted(receipt.assignment, receipt.learner, record=True)
         if counted and counted.receipt == receipt.id:
-            try:
-                self.course.record_counted(self.store.receipt(receipt.id), self.store.data(receipt), stamp)
-            except Exception as err:  # the service's store is the record; the gradebook is brought up to date later
-                print(f"warning: the gradebook was not updated for {receipt.id} ({type(err).__name__}: {err}); "
-                      f"`llmcourse grade regrade` brings it up to date", file=sys.stderr, flush=True)
+            self._copy_counted(self.store.receipt(receipt.id))
 
 
 # ---------------------------------------------------------------- HTTP
@@ -433,7 +437,7 @@ def make_handler(service: GradingService):
             except ValueError:
                 raise Refused(411, "nothing was stored: the request has no Content-Length") from None
             if length > limit:
-                raise Refused(413, f"nothing was stored: the notebook is {length / 2**20:.2f} MB, over the limit of "
+                raise Refused(413, f"nothing was stored: the notebook is {length / 2**20:.1f} MB, over the limit of "
                                    f"{limit / 2**20:.3g} MB. Clear its outputs (Edit > Clear Outputs of All Cells), "
                                    f"save, and submit again")
             data = self.rfile.read(length)
