@@ -1,0 +1,127 @@
+"""Lesson 11's helpers (llmcourse/instruct.py): the SFT data, the DPO pairs, the bootstrap interval, the KL of a
+peft model from its reference, the forbidden helpers, and the committed beta sweep against the lesson's run."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from llmcourse import bbq, instruct
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSON = ROOT / "notebooks" / "11-instruction-tuning.ipynb"
+
+
+def test_the_sft_data_is_chapter_05s_zero_shot_prompt_with_one_label_word():
+    data = instruct.sft_dataset(16)
+    assert len(data) == 16
+    for row in data:
+        assert row["prompt"].startswith("Review: ") and row["prompt"].endswith("\nSentiment:")
+        assert row["completion"] in (" positive", " negative")
+    assert {row["completion"] for row in data} == {" positive", " negative"}
+    texts, labels = instruct.sentiment_test(60)
+    assert len(texts) == 60 and set(labels) == {0, 1}
+
+
+def test_the_dpo_pairs_mix_the_three_kinds_from_the_given_items():
+    items, _ = bbq.load_items()
+    train, held_out = bbq.split_by_template(items)
+    pairs = instruct.dpo_pairs(train, 40)
+    assert len(pairs) == 40 and instruct.dpo_pairs(train, 40) == pairs  # fixed by the seed
+    assert {i.template for i, _, _ in pairs} <= {i.template for i in train}
+    ambiguous = [(i, g, b) for i, g, b in pairs if i.ambiguous]
+    assert len(ambiguous) == 20 and all((g, b) == (i.unknown, i.stereotyped) for i, g, b in ambiguous)
+    rest = [(i, g, b) for i, g, b in pairs if not i.ambiguous]
+    assert all(g == i.label for i, g, _ in rest)
+    assert sum(b == i.unknown for i, _, b in rest) == 10 and sum(b == i.other for i, _, b in rest) == 10
+    chosen = instruct.evaluation_items(held_out, 64)
+    assert sum(i.ambiguous for i in chosen) == 64 and sum(not i.ambiguous for i in chosen) == 64
+
+
+def test_the_bootstrap_interval_holds_the_share_and_narrows_with_more_groups():
+    values = np.array([1, 1, 0, 1] * 25)
+    groups = np.repeat(np.arange(25), 4)
+    result = instruct.share_with_interval(values, groups, samples=500)
+    assert result["share"] == pytest.approx(0.75) and result["n"] == 100
+    assert result["interval"] == pytest.approx((0.75, 0.75))  # every group holds the same share
+    noisy = instruct.share_with_interval(np.arange(100) % 3 == 0, np.arange(100) // 2, samples=500)
+    assert noisy["interval"][0] < noisy["share"] < noisy["interval"][1]
+
+
+def tiny_peft_model():
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    return get_peft_model(LlamaForCausalLM(config), instruct.lora_config(r=4, alpha=8)).eval()
+
+
+class Chars:
+    """A tokenizer of one id per character."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) % 64 for c in text]}
+
+
+def test_the_kl_is_zero_before_training_and_matches_the_definition_after():
+    model = tiny_peft_model()
+    assert instruct.response_kl(model, Chars(), ["abcd", "xy"], ["ef", "zzz"]) == pytest.approx(0, abs=1e-7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    ids = torch.tensor([[ord(c) % 64 for c in "abcdef"]])
+    with torch.no_grad():
+        policy = torch.log_softmax(model(ids).logits[0, 3:5], -1)
+        with model.disable_adapter():
+            reference = torch.log_softmax(model(ids).logits[0, 3:5], -1)
+    expected = (policy.exp() * (policy - reference)).sum(-1).mean().item()
+    assert expected > 0
+    assert instruct.response_kl(model, Chars(), ["abcd"], ["ef"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_adapter_state_goes_back_into_a_fresh_model():
+    model = tiny_peft_model()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    state = instruct._adapter_state(model)
+    fresh = tiny_peft_model()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    instruct.with_adapter(fresh, state, instruct.lora_config(r=4, alpha=8))
+    with torch.no_grad():
+        assert torch.allclose(fresh(ids).logits, model(ids).logits)
+
+
+def lesson_constants() -> str:
+    return next(c.source for c in nbformat.read(LESSON, as_version=4).cells if "BETA =" in c.source)
+
+
+def test_the_lesson_runs_the_sweeps_configuration():
+    source = lesson_constants()
+    assert 'BETA = FULL["beta"]' in source and "FULL = LESSON_DPO" in source
+
+
+def test_the_live_betas_point_agrees_with_the_sweep():
+    """The committed sweep ran the lesson's configuration, and its point at the lesson's beta is the lesson's
+    full-mode result: the lesson's run (cached by the full run) gives the same KL and stereotyped share."""
+    sweep = instruct.load_beta_sweep()
+    if sweep is None:  # not committed yet (issue 24: still to be run)
+        pytest.skip("llmcourse/course_data/dpo_beta_sweep.json is missing: run benchmarks/dpo_beta_sweep.py")
+    assert sweep["config"] == instruct.LESSON_DPO and len(sweep["commit"]) == 40 and sweep["seed"] == 0
+    point = instruct.sweep_point(sweep, instruct.LESSON_DPO["beta"])
+    assert point is not None
+    assert sweep["before"]["ambiguous items"] >= 64 and sweep["before"]["disambiguated items"] >= 64
+    runs = sorted(sweep["runs"], key=lambda r: r["beta"])
+    assert runs[0]["kl"] >= runs[-1]["kl"]  # a larger beta holds the policy closer to the reference
+    recorded = ROOT / "llmcourse" / "course_data" / "dpo_lesson_run.json"
+    if recorded.is_file():  # the full-mode lesson's own numbers, written by benchmarks/dpo_beta_sweep.py --lesson
+        live = json.loads(recorded.read_text())
+        assert live["kl"] == pytest.approx(point["kl"], rel=0.05)
+        assert live["stereotyped share"] == pytest.approx(point["stereotyped share"], abs=0.02)
