@@ -183,8 +183,8 @@ def train_reward_model(train_pairs: list, test_pairs: list, steps: int, batch_si
                     batch = tokenizer.pad({"input_ids": [r[f"{side}_ids"] for r in rows[start:start + 64]]},
                                           return_tensors="pt").to(model.device)
                     rewards[side].append(model(**batch).logits[:, 0].cpu())  # (b,) one scalar per text
-        return {**result, "chosen": torch.cat(rewards["chosen"]).numpy(),
-                "rejected": torch.cat(rewards["rejected"]).numpy(),
+        return {**result, "chosen": torch.cat(rewards["chosen"]),  # tensors: cached_run stores them (not numpy)
+                "rejected": torch.cat(rewards["rejected"]),
                 "parameters": sum(p.numel() for p in model.parameters())}
 
     run = cached_run("reward-model", key, compute, retrain=retrain)
