@@ -300,30 +300,31 @@ PEFT_LORA_LAYER = Forbidden(
     "peft's LoRA layer is the layer this exercise builds: hold the frozen nn.Linear and the two new parameters "
     "A and B in a module of your own")
 
-# Chapter 11's lesson helpers and TRL's pieces, for the exercises to forbid once their texts name them (issue 24:
-# not registered yet; the texts, the release and README's table must change with them)
 TRL_COMPLETION_MASK = Forbidden(
-    "trl's SFT collator and llmcourse.instruct.train_sft",
-    (("trl.trainer.sft_trainer", "DataCollatorForLanguageModeling.torch_call"), ("llmcourse.instruct", "train_sft")),
-    "TRL's collator masks the prompt and the padding for you (lesson 11 trains with it through "
-    "`llmcourse.instruct.train_sft`), which is this exercise: build the labels from the ids, the prompt lengths "
-    "and the attention mask with tensor operations")
+    "trl.trainer.sft_trainer.DataCollatorForLanguageModeling",
+    (("trl.trainer.sft_trainer", "DataCollatorForLanguageModeling.__call__"),
+     ("trl.trainer.sft_trainer", "DataCollatorForLanguageModeling.torch_call"), ("llmcourse.instruct", "train_sft")),
+    "lesson 11 trains on the answers only through TRL (`llmcourse.instruct.train_sft`: TRL sets the prompt's "
+    "labels to -100 and its collator pads the labels with -100), which is this exercise: build the labels from "
+    "the ids, the prompt lengths and the attention mask yourself, with tensor operations")
 LESSON_LORA = Forbidden(
-    "llmcourse.instruct's LoRA runs",
+    "llmcourse.instruct.with_adapter",
     (("llmcourse.instruct", "with_adapter"), ("llmcourse.instruct", "train_sft"), ("llmcourse.instruct", "train_dpo")),
     "the lesson's helpers put peft's LoRA layers into the model, which is this exercise: find the layers by their "
-    "names and build the new layer yourself")
+    "names, and build and set the new layer yourself with nn.Parameter and tensor operations")
 TRL_REWARD = Forbidden(
     "trl.RewardTrainer",
     (("trl.trainer.reward_trainer", "RewardTrainer.compute_loss"), ("llmcourse.instruct", "train_reward_model")),
-    "TRL's RewardTrainer computes the Bradley-Terry loss (lesson 11 trains its reward model with it), which is "
-    "this exercise: compute the rewards, the loss and the step yourself")
+    "TRL's RewardTrainer computes the Bradley-Terry loss (lesson 11 trains its reward model with it, in "
+    "`llmcourse.instruct.train_reward_model`), which is this exercise: call `reward_fn` on each batch and write "
+    "the loss, the accuracy and the optimizer's step yourself")
 TRL_DPO = Forbidden(
     "trl.DPOTrainer",
     (("trl.trainer.dpo_trainer", "DPOTrainer.compute_loss"), ("trl.trainer.dpo_trainer", "DPOTrainer._compute_loss"),
      ("trl.trainer.dpo_trainer", "DPOTrainer.compute_ref_log_probs"), ("llmcourse.instruct", "train_dpo")),
-    "TRL's DPOTrainer computes the sequences' log-probabilities and the DPO loss (lesson 11 trains with it), which "
-    "is this exercise: gather the labels' log-probabilities from the logits and write the loss yourself")
+    "TRL's DPOTrainer computes the sequences' log-probabilities and the DPO loss (lesson 11 trains with it, in "
+    "`llmcourse.instruct.train_dpo`), which is this exercise: gather the labels' log-probabilities from the "
+    "logits and write the loss yourself")
 
 # ---------------------------------------------------------------- who called
 

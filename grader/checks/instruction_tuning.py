@@ -40,7 +40,7 @@ from torch import nn
 
 from grader.compare import Mistake, Problem, close, with_mistake
 from grader.core import RAISED, Case, Exercise, _changed, raised, register
-from grader.forbidden import PEFT_LORA_LAYER, PEFT_MODEL
+from grader.forbidden import LESSON_LORA, PEFT_LORA_LAYER, PEFT_MODEL, TRL_COMPLETION_MASK, TRL_DPO, TRL_REWARD
 from grader.numbers import is_number
 from grader.values import TensorData, describe
 
@@ -232,6 +232,7 @@ def explain_labels_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="response_only_labels", chapter="11", signature="(input_ids, prompt_lengths, attention_mask)", points=2,
     make_cases=labels_cases, judge=judge_labels, explain_error=explain_labels_error,
+    forbidden=(TRL_COMPLETION_MASK,),
 ))
 
 
@@ -705,7 +706,7 @@ def explain_lora_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="add_lora", chapter="11", signature="(model, target_modules, r, alpha, generator)", points=3,
     make_cases=lora_cases, judge=judge_add_lora, explain_error=explain_lora_error, pure=False,
-    forbidden=(PEFT_MODEL, PEFT_LORA_LAYER),
+    forbidden=(PEFT_MODEL, PEFT_LORA_LAYER, LESSON_LORA),
     timeout_s=60,  # the first case imports transformers' Llama
 ))
 
@@ -1008,6 +1009,7 @@ def explain_reward_error(case: Case, outcome) -> str | None:
 register(Exercise(
     name="reward_model_step", chapter="11", signature="(reward_fn, optimizer, chosen, rejected)", points=2,
     make_cases=reward_cases, judge=judge_reward_step, explain_error=explain_reward_error,
+    forbidden=(TRL_REWARD,),
     timeout_s=60,  # the first optimizer a process builds imports torch._dynamo (several seconds)
 ))
 
@@ -1311,4 +1313,5 @@ register(Exercise(
     signature="(policy_chosen_logits, policy_rejected_logits, ref_chosen_logits, ref_rejected_logits, "
               "chosen_labels, rejected_labels, beta)", points=4,
     make_cases=dpo_cases, judge=judge_dpo, explain_error=explain_dpo_error,
+    forbidden=(TRL_DPO,),
 ))

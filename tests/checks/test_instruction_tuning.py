@@ -28,6 +28,7 @@ import grader
 import grader.hidden
 from grader import check
 from grader.checks import instruction_tuning as checks
+from grader.forbidden import not_enforced
 
 ASSIGNMENT = "11-instruction-tuning"
 
@@ -786,6 +787,120 @@ def test_dpo_log_sigmoid_fails_only_at_large_margins():
     result = check("dpo_loss", dpo_log_sigmoid)
     failed = [c.label for c in result.cases if not c.passed]
     assert failed == [c.label for c in checks.dpo_cases() if "large margins" in c.label], result.feedback
+
+
+# =============================================================== what each exercise forbids (lesson 11 computes it)
+
+def labels_by_trls_collator(input_ids, prompt_lengths, attention_mask):
+    """The prompt's labels set to -100 by hand, the padding left to TRL's SFT collator."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    rows = []
+    for ids, start, mask in zip(input_ids.tolist(), prompt_lengths.tolist(), attention_mask.tolist()):
+        n = sum(mask)
+        rows.append({"input_ids": ids[:n], "labels": [-100] * start + ids[start:n]})
+    collator = DataCollatorForLanguageModeling(pad_token_id=2, pad_to_multiple_of=input_ids.shape[1])
+    return collator(rows)["labels"]
+
+
+def labels_by_the_lessons_sft(input_ids, prompt_lengths, attention_mask):
+    """Reads the mask of the lesson's SFT run: refused at the call, before anything runs."""
+    from llmcourse.instruct import train_sft
+
+    _, run = train_sft(None, None, steps=1)
+    return torch.tensor(run["example"]["scored"])
+
+
+def lora_by_the_lessons_adapter(model, target_modules, r, alpha, generator):
+    from llmcourse.instruct import lora_config, with_adapter
+
+    with_adapter(model, {}, lora_config(r, alpha, targets=list(target_modules)))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def lora_by_the_lessons_sft(model, target_modules, r, alpha, generator):
+    from llmcourse import instruct
+
+    tuned, _ = instruct.train_sft(model, None, steps=0, r=r)
+    return sum(p.numel() for p in tuned.parameters() if p.requires_grad)
+
+
+def lora_by_the_lessons_dpo(model, target_modules, r, alpha, generator):
+    from llmcourse import instruct
+
+    tuned, _ = instruct.train_dpo(model, None, [], beta=0.1, steps=0, r=r)
+    return sum(p.numel() for p in tuned.parameters() if p.requires_grad)
+
+
+def reward_by_trls_trainer(reward_fn, optimizer, chosen, rejected):
+    """TRL's loss on the batch, reward_fn standing in for its model."""
+    from trl import RewardTrainer
+
+    trainer = RewardTrainer.__new__(RewardTrainer)  # no datasets nor arguments: only its loss is wanted
+    loss = trainer.compute_loss(reward_fn, {"chosen": chosen, "rejected": rejected})
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item(), "accuracy": 0.0}
+
+
+def reward_by_the_lessons_helper(reward_fn, optimizer, chosen, rejected):
+    from llmcourse.instruct import train_reward_model
+
+    run = train_reward_model(list(zip(chosen, rejected)), [], steps=1)
+    return {"loss": run["log"][-1]["loss"], "accuracy": 0.0}
+
+
+def dpo_by_trls_trainer(policy_chosen_logits, policy_rejected_logits, ref_chosen_logits, ref_rejected_logits,
+                        chosen_labels, rejected_labels, beta):
+    from trl import DPOTrainer
+
+    trainer = DPOTrainer.__new__(DPOTrainer)  # no model nor datasets: only its loss is wanted
+    loss = trainer.compute_loss(None, {"chosen_logits": policy_chosen_logits, "chosen_labels": chosen_labels,
+                                       "rejected_logits": policy_rejected_logits, "rejected_labels": rejected_labels})
+    return loss, torch.zeros(len(chosen_labels)), torch.zeros(len(rejected_labels))
+
+
+def dpo_by_the_lessons_helper(policy_chosen_logits, policy_rejected_logits, ref_chosen_logits, ref_rejected_logits,
+                              chosen_labels, rejected_labels, beta):
+    from llmcourse.instruct import train_dpo
+
+    _, run = train_dpo(None, None, [], beta=beta, steps=1)
+    return run["log"][-1]["loss"], torch.zeros(len(chosen_labels)), torch.zeros(len(rejected_labels))
+
+
+@pytest.mark.parametrize("name, fn, shown, called", [
+    ("response_only_labels", labels_by_trls_collator, "trl.trainer.sft_trainer.DataCollatorForLanguageModeling",
+     "trl.trainer.sft_trainer.DataCollatorForLanguageModeling.__call__"),
+    ("response_only_labels", labels_by_the_lessons_sft, "trl.trainer.sft_trainer.DataCollatorForLanguageModeling",
+     "llmcourse.instruct.train_sft"),
+    ("add_lora", lora_by_the_lessons_adapter, "llmcourse.instruct.with_adapter", "llmcourse.instruct.with_adapter"),
+    ("add_lora", lora_by_the_lessons_sft, "llmcourse.instruct.with_adapter", "llmcourse.instruct.train_sft"),
+    ("add_lora", lora_by_the_lessons_dpo, "llmcourse.instruct.with_adapter", "llmcourse.instruct.train_dpo"),
+    ("reward_model_step", reward_by_trls_trainer, "trl.RewardTrainer",
+     "trl.trainer.reward_trainer.RewardTrainer.compute_loss"),
+    ("reward_model_step", reward_by_the_lessons_helper, "trl.RewardTrainer", "llmcourse.instruct.train_reward_model"),
+    ("dpo_loss", dpo_by_trls_trainer, "trl.DPOTrainer", "trl.trainer.dpo_trainer.DPOTrainer.compute_loss"),
+    ("dpo_loss", dpo_by_the_lessons_helper, "trl.DPOTrainer", "llmcourse.instruct.train_dpo"),
+], ids=["trl-collator", "train_sft", "with_adapter", "lora-train_sft", "lora-train_dpo", "RewardTrainer",
+        "train_reward_model", "DPOTrainer", "train_dpo"])
+def test_each_exercise_refuses_what_the_lesson_computes_it_with(name, fn, shown, called):
+    """Refused at the call, whatever the arguments (the lesson's helpers would train for minutes): the mistake names
+    what the exercise forbids, the message the function the code called."""
+    if called.startswith("trl."):
+        pytest.importorskip("trl")
+    result = check(name, fn)
+    assert not result.passed
+    assert list(result.mistakes) == [f"calls `{shown}`, which this exercise asks you to build yourself"], \
+        result.feedback
+    assert f"`{called}` is what this exercise builds" in result.feedback, result.feedback
+
+
+def test_trls_collator_pads_the_labels_this_exercise_asks_for():
+    """Why it is forbidden: with the prompt's labels set by hand, TRL's collator writes the rest of the answer."""
+    pytest.importorskip("trl")
+    with not_enforced():
+        assert check("response_only_labels", labels_by_trls_collator).passed
 
 
 # =============================================================== the API around a check
