@@ -1,13 +1,13 @@
 """DPO's beta sweep for lesson 11: the lesson's full-mode DPO run at several values of beta; for each, the last
 logged reward margin, the mean per-token KL(policy || reference) over response tokens, and the held-out BBQ
-metrics with their paired-bootstrap intervals. Writes llmcourse/course_data/dpo_beta_sweep.json (with the
-commit and the seed), which the lesson loads for its reward-against-KL figure.
+metrics with their paired-bootstrap intervals; and the lesson's quick-mode run at its own beta, which
+tests/test_instruct.py repeats. Writes llmcourse/course_data/dpo_beta_sweep.json with the commit and the seed;
+the lesson loads it for its reward-against-KL figure.
 
-    .venv/bin/python benchmarks/dpo_beta_sweep.py                 # the lesson's sizes, 4 betas (about 20 minutes)
-    .venv/bin/python benchmarks/dpo_beta_sweep.py --betas 0.1     # one beta
+    .venv/bin/python benchmarks/dpo_beta_sweep.py                 # 4 betas and the quick run (about 25 minutes)
+    .venv/bin/python benchmarks/dpo_beta_sweep.py --betas 0.25    # one beta
 
-Every run trains anew (retrain=True). The sizes are the lesson's full-mode ones (llmcourse.instruct.LESSON_DPO),
-so the lesson's live beta lands on the sweep's point for that beta (tests/test_instruct.py checks it).
+Every run trains anew (retrain=True) with the lesson's sizes (llmcourse.instruct.LESSON_DPO).
 """
 
 import argparse
@@ -17,13 +17,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from llmcourse import bbq
-from llmcourse.data import SEED, shipped_data_dir
-from llmcourse.instruct import (LESSON_DPO, SWEEP_FILE, chat_prompt, dpo_pairs, evaluation_items, measure,
-                                response_kl, train_dpo)
+from llmcourse.data import SEED, SUMS_FILE, shipped_data_dir
+from llmcourse.instruct import LESSON_DPO, SWEEP_FILE, dpo_point, evaluation_items, measure
 from llmcourse.models import load_causal_lm
 
 BETAS = (0.1, 0.25, 0.5, 1.0)
@@ -34,41 +30,38 @@ def main(argv=None) -> None:
     parser.add_argument("--betas", nargs="+", type=float, default=list(BETAS))
     parser.add_argument("--out", type=Path, default=shipped_data_dir() / SWEEP_FILE)
     args = parser.parse_args(argv)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
     items, _ = bbq.load_items()
     train_items, held_out = bbq.split_by_template(items)
-    eval_items = evaluation_items(held_out, LESSON_DPO["n_eval"])
-    kl_items = eval_items[:LESSON_DPO["n_kl"] // 2] + \
-        eval_items[LESSON_DPO["n_eval"]:LESSON_DPO["n_eval"] + LESSON_DPO["n_kl"] // 2]
-    pairs = dpo_pairs(train_items, LESSON_DPO["steps"] * LESSON_DPO["batch_size"])
     tokenizer, model = load_causal_lm()
-    before = measure(model, tokenizer, eval_items)
+    full = LESSON_DPO["full"]
+    before = measure(model, tokenizer, evaluation_items(held_out, full["n_ambiguous"], full["n_disambiguated"]))
     runs = []
     for beta in args.betas:
-        torch.manual_seed(SEED)
-        tokenizer, model = load_causal_lm()
         start = time.perf_counter()
-        tuned, run = train_dpo(model, tokenizer, pairs, beta=beta, steps=LESSON_DPO["steps"],
-                               batch_size=LESSON_DPO["batch_size"], lr=LESSON_DPO["lr"], retrain=True)
-        after = measure(tuned, tokenizer, eval_items)
-        kl = response_kl(tuned, tokenizer, [chat_prompt(tokenizer, i) for i in kl_items for _ in i.answers],
-                         [a for i in kl_items for a in i.answers])
-        change = bbq.paired_bootstrap(eval_items, before, after)
-        row = {"beta": beta, "kl": kl, "margin": float(run["log"][-1]["rewards/margins"]),
-               "seconds_per_step": run["seconds_per_step"],
-               **{name: float(c["after"]) for name, c in change.items()},
-               "changes": {name: {"change": float(c["change"]), "interval": [float(x) for x in c["interval"]]}
-                           for name, c in change.items()}}
-        runs.append(row)
-        print(f"beta {beta}: KL {kl:.4f}, margin {row['margin']:.3f}, stereotyped {row['stereotyped share']:.3f}, "
-              f"disambiguated accuracy {row['disambiguated accuracy']:.3f} ({time.perf_counter() - start:.0f} s)",
+        runs.append(dpo_point(model, tokenizer, train_items, held_out, {**full, "beta": beta}, before, retrain=True))
+        row = runs[-1]
+        print(f"beta {beta}: KL {row['kl']:.4f}, margin {row['margin']:.3f}, stereotyped {row['stereotyped share']:.3f}"
+              f", disambiguated accuracy {row['disambiguated accuracy']:.3f} ({time.perf_counter() - start:.0f} s)",
               flush=True)
-    result = {"commit": commit, "seed": SEED, "config": LESSON_DPO,
-              "before": {k: float(v) for k, v in bbq.metrics(before).items()},
-              "eval_items": hashlib.sha256(json.dumps([i.example_id for i in eval_items]).encode()).hexdigest(),
-              "runs": runs}
+    quick = dpo_point(model, tokenizer, train_items, held_out, LESSON_DPO["quick"], retrain=True)
+    result = {"commit": commit, "uncommitted changes": bool(dirty), "seed": SEED, "config": LESSON_DPO,
+              "runs": runs, "quick": quick}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.out.parent == shipped_data_dir():
+        record_checksum(args.out)
     print(f"wrote {args.out}")
+
+
+def record_checksum(path: Path) -> None:
+    """Put the file's SHA-256 into course_data/SHA256SUMS (the shipped data are checked against it)."""
+    sums = path.parent / SUMS_FILE
+    name = path.relative_to(path.parent).as_posix()
+    lines = [line for line in sums.read_text(encoding="utf-8").splitlines() if line.split()[1:] != [name]]
+    lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name}")
+    sums.write_text("\n".join(sorted(lines, key=lambda line: line.split(maxsplit=1)[1])) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ These helpers run the mechanisms of chapter 11's exercises (``response_only_labe
 """
 
 import random
+import re
 import time
 
 import numpy as np
@@ -26,9 +27,17 @@ from llmcourse.data import SEED
 from llmcourse.prompting import PromptFormat
 
 ZERO_SHOT = PromptFormat("Review/Sentiment")  # chapter 05's zero-shot prompt: "Review: ...\nSentiment:"
-LORA_TARGETS = ("q_proj", "v_proj")
-# the lesson's full-mode DPO run; benchmarks/dpo_beta_sweep.py runs the same at several betas
-LESSON_DPO = {"beta": 0.25, "steps": 24, "batch_size": 8, "lr": 5e-4, "n_eval": 64, "n_kl": 32}
+LORA_TARGETS = ("q_proj", "v_proj")  # SFT: the attention's query and value projections
+# DPO: every linear layer of the blocks (with the query and value projections alone, 24 steps moved the held-out
+# stereotyped share by 2 points, an interval touching no change; with all of them by 5, its interval excluding it)
+DPO_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The lesson's DPO runs, by mode (pairs per step in batch_size; held-out items to measure; items for the KL).
+# benchmarks/dpo_beta_sweep.py repeats the full run at several betas and the quick run at the lesson's beta, and
+# tests/test_instruct.py checks the quick run against it.
+LESSON_DPO = {"full": {"beta": 0.25, "steps": 24, "batch_size": 8, "lr": 5e-4, "n_ambiguous": 128,
+                       "n_disambiguated": 64, "n_kl": 32},
+              "quick": {"beta": 0.25, "steps": 8, "batch_size": 4, "lr": 1e-3, "n_ambiguous": 16,
+                        "n_disambiguated": 16, "n_kl": 8}}
 SWEEP_FILE = "dpo_beta_sweep.json"
 
 
@@ -140,11 +149,46 @@ def _scratch(name: str):
 
 # ---------------------------------------------------------------- the reward model
 
+def marked_context(item, answer: int) -> str:
+    """The item's context with every mention of the answer's person between ``**`` marks ("entity markers"), so
+    the encoder can compare what the context says about that person with the question. "Cannot be determined"
+    marks nothing."""
+    core = re.sub(r"^(the|a|an) ", "", item.answers[answer], flags=re.IGNORECASE)
+    mention = re.compile(r"\b((?:the|a|an) )?" + re.escape(core) + r"\b", flags=re.IGNORECASE)
+    return mention.sub(lambda m: f"** {m.group(0)} **", item.context)
+
+
+def reward_text(tokenizer, item, answer: int) -> list[int]:
+    """One answer as MiniLM token ids: [CLS] marked context [SEP] question answer [SEP]."""
+    return tokenizer(marked_context(item, answer), f"{item.question} {item.answers[answer]}", truncation=True,
+                     max_length=256)["input_ids"]
+
+
 def reward_rows(tokenizer, pairs: list) -> list[dict]:
-    """Each (item, preferred, rejected) as MiniLM token ids: [CLS] context question [SEP] answer [SEP]."""
-    return [{"chosen_ids": tokenizer(item.prompt(), item.answers[good], truncation=True, max_length=256)["input_ids"],
-             "rejected_ids": tokenizer(item.prompt(), item.answers[bad], truncation=True, max_length=256)["input_ids"]}
+    """Each (item, preferred, rejected) as the two token-id lists TRL's ``RewardTrainer`` reads."""
+    return [{"chosen_ids": reward_text(tokenizer, item, good), "rejected_ids": reward_text(tokenizer, item, bad)}
             for item, good, bad in pairs]
+
+
+def all_pairs(items: list) -> list:
+    """Every preference pair of ``items``: BBQ's (``bbq.preference_pairs``) and, in a disambiguated context, the
+    correct person over "unknown" (the context settles the question, so "unknown" is wrong there)."""
+    return bbq.preference_pairs(items) + [(i, i.label, i.unknown) for i in items if not i.ambiguous]
+
+
+def pair_kind(pair) -> str:
+    """"ambiguous" ("unknown" over the stereotyped person), "two people" (the correct person over the other) or
+    "over unknown" (the correct person over "unknown")."""
+    item, _, rejected = pair
+    return "ambiguous" if item.ambiguous else "over unknown" if rejected == item.unknown else "two people"
+
+
+def reward_pairs(items: list, seed: int = SEED) -> list:
+    """The reward model's training pairs: every pair of ``all_pairs(items)`` (the three kinds about equally
+    often), shuffled with ``seed``."""
+    pairs = all_pairs(items)
+    random.Random(seed).shuffle(pairs)
+    return pairs
 
 
 def train_reward_model(train_pairs: list, test_pairs: list, steps: int, batch_size: int = 16, lr: float = 5e-5,
@@ -206,16 +250,16 @@ def share_with_interval(values, groups, samples: int = bbq.BOOTSTRAP_SAMPLES, se
 # ---------------------------------------------------------------- direct preference optimisation
 
 def dpo_pairs(items: list, n: int, seed: int = SEED) -> list:
-    """``n`` preference pairs from ``items`` (training templates): half ambiguous ("unknown" over the stereotyped
-    answer), a quarter disambiguated (the correct person over the other) and a quarter disambiguated with the
-    correct person over "unknown" (so the model learns when "unknown" is not the answer), shuffled."""
+    """``n`` preference pairs from ``items`` (training templates), shuffled: half ambiguous ("unknown" over the
+    stereotyped answer), a quarter of two people (the correct person over the other) and a quarter of the correct
+    person over "unknown" (so the model learns when "unknown" is not the answer)."""
     rng = random.Random(seed)
-    ambiguous = [p for p in bbq.preference_pairs(items) if p[0].ambiguous]
-    person = [p for p in bbq.preference_pairs(items) if not p[0].ambiguous]
-    known = [(i, i.label, i.unknown) for i in items if not i.ambiguous]
-    for group in (ambiguous, person, known):
+    kinds = {"ambiguous": [], "two people": [], "over unknown": []}
+    for pair in all_pairs(items):
+        kinds[pair_kind(pair)].append(pair)
+    for group in kinds.values():
         rng.shuffle(group)
-    pairs = ambiguous[:n // 2] + person[:n // 4] + known[:n - n // 2 - n // 4]
+    pairs = kinds["ambiguous"][:n // 2] + kinds["two people"][:n // 4] + kinds["over unknown"][:n - n // 2 - n // 4]
     rng.shuffle(pairs)
     return pairs
 
@@ -235,23 +279,29 @@ def dpo_dataset(tokenizer, pairs: list):
 
 
 def train_dpo(model, tokenizer, pairs: list, beta: float, steps: int, batch_size: int = 8, lr: float = 5e-4,
-              r: int = 8, seed: int = SEED, retrain: bool | None = None):
+              r: int = 8, seed: int = SEED, retrain: bool | None = None, micro_batch: int = 4,
+              targets=DPO_TARGETS):
     """DPO of ``model`` with a LoRA adapter through TRL's ``DPOTrainer`` (no ``ref_model``: the reference is the
-    model with its adapter disabled). Returns (the peft model in eval mode, a dict: ``seconds_per_step``,
-    ``steps``, ``log`` (TRL's logged loss, rewards/chosen, rewards/rejected, rewards/margins, ...)). Cached."""
+    model with its adapter disabled). Each step's ``batch_size`` pairs go through in micro-batches of
+    ``micro_batch`` (gradient accumulation: the same step, half the activations' memory). Returns (the peft model
+    in eval mode, a dict: ``seconds_per_step``, ``steps``, ``log`` (TRL's logged loss, rewards/chosen,
+    rewards/rejected, rewards/margins, ...)). Cached."""
     from trl import DPOConfig, DPOTrainer
 
-    config = lora_config(r, 2 * r)
+    config = lora_config(r, 2 * r, targets)
     pairs = pairs[:steps * batch_size]
     key = {"model": model.config.name_or_path, "pairs": [(i.example_id, g, b) for i, g, b in pairs], "beta": beta,
-           "steps": steps, "batch_size": batch_size, "lr": lr, "r": r, "seed": seed}
+           "steps": steps, "batch_size": batch_size, "micro_batch": micro_batch, "lr": lr, "r": r, "seed": seed,
+           "targets": list(targets)}
     holder = {}
 
     def compute() -> dict:
         _quiet_trainer_logs()
         torch.manual_seed(seed)
         args = DPOConfig(output_dir=str(_scratch("dpo")), beta=beta, learning_rate=lr,
-                         per_device_train_batch_size=batch_size, max_steps=steps, logging_steps=max(1, steps // 8),
+                         per_device_train_batch_size=min(micro_batch, batch_size),
+                         gradient_accumulation_steps=max(1, batch_size // micro_batch), max_steps=steps,
+                         logging_steps=max(1, steps // 8),
                          report_to=[], save_strategy="no", seed=seed, use_cpu=not torch.cuda.is_available(),
                          max_length=256, disable_tqdm=False)
         model.train()
@@ -290,12 +340,46 @@ def measure(model, tokenizer, items: list, progress: bool = True) -> dict:
     return bbq.per_item(items, bbq.answer_scores(model, tokenizer, items, progress=progress))
 
 
-def evaluation_items(held_out: list, n_each: int, seed: int = SEED) -> list:
-    """``n_each`` held-out ambiguous and ``n_each`` held-out disambiguated items, drawn with ``seed``."""
+def evaluation_items(held_out: list, n_ambiguous: int, n_disambiguated: int, seed: int = SEED) -> list:
+    """``n_ambiguous`` held-out ambiguous items, then ``n_disambiguated`` disambiguated ones, drawn with ``seed``."""
     rng = random.Random(seed)
     ambiguous = [i for i in held_out if i.ambiguous]
     disambiguated = [i for i in held_out if not i.ambiguous]
-    return rng.sample(ambiguous, min(n_each, len(ambiguous))) + rng.sample(disambiguated, min(n_each, len(disambiguated)))
+    return rng.sample(ambiguous, n_ambiguous) + rng.sample(disambiguated, n_disambiguated)
+
+
+def kl_items(eval_items: list, n_kl: int) -> list:
+    """The items whose answers the KL is measured on: the first ``n_kl // 2`` ambiguous and disambiguated ones."""
+    ambiguous = [i for i in eval_items if i.ambiguous]
+    return ambiguous[:n_kl // 2] + [i for i in eval_items if not i.ambiguous][:n_kl - n_kl // 2]
+
+
+def kl_on_answers(model, tokenizer, items: list) -> float:
+    """``response_kl`` over the three answers of each item, after its chat prompt."""
+    return response_kl(model, tokenizer, [chat_prompt(tokenizer, i) for i in items for _ in i.answers],
+                       [a for i in items for a in i.answers])
+
+
+def dpo_point(model, tokenizer, train_items: list, held_out: list, config: dict, before: dict | None = None,
+              retrain: bool | None = None) -> dict:
+    """One DPO run of the lesson's measurement: train on ``config``'s pairs from ``train_items``, then the held-out
+    metrics' changes with their intervals (``bbq.paired_bootstrap``), the KL and the last logged reward margin.
+    ``before``: the untuned model's answers on the same items, when already measured. The model comes back
+    without its adapter."""
+    items = evaluation_items(held_out, config["n_ambiguous"], config["n_disambiguated"])
+    before = measure(model, tokenizer, items) if before is None else before
+    pairs = dpo_pairs(train_items, config["steps"] * config["batch_size"])
+    tuned, run = train_dpo(model, tokenizer, pairs, beta=config["beta"], steps=config["steps"],
+                           batch_size=config["batch_size"], lr=config["lr"], retrain=retrain)
+    change = bbq.paired_bootstrap(items, before, measure(tuned, tokenizer, items))
+    kl = kl_on_answers(tuned, tokenizer, kl_items(items, config["n_kl"]))
+    tuned.unload()
+    return {"beta": config["beta"], "kl": kl, "margin": float(run["log"][-1]["rewards/margins"]),
+            "seconds_per_step": run["seconds_per_step"],
+            **{name: float(c["after"]) for name, c in change.items()},
+            "before": {name: float(c["before"]) for name, c in change.items()},
+            "changes": {name: {"change": float(c["change"]), "interval": [float(x) for x in c["interval"]]}
+                        for name, c in change.items()}}
 
 
 def load_beta_sweep() -> dict | None:

@@ -37,8 +37,11 @@ def test_the_dpo_pairs_mix_the_three_kinds_from_the_given_items():
     rest = [(i, g, b) for i, g, b in pairs if not i.ambiguous]
     assert all(g == i.label for i, g, _ in rest)
     assert sum(b == i.unknown for i, _, b in rest) == 10 and sum(b == i.other for i, _, b in rest) == 10
-    chosen = instruct.evaluation_items(held_out, 64)
-    assert sum(i.ambiguous for i in chosen) == 64 and sum(not i.ambiguous for i in chosen) == 64
+    chosen = instruct.evaluation_items(held_out, 128, 64)
+    assert sum(i.ambiguous for i in chosen) == 128 and sum(not i.ambiguous for i in chosen) == 64
+    assert {i.template for i in chosen} <= {i.template for i in held_out}
+    kl_items = instruct.kl_items(chosen, 8)
+    assert [i.ambiguous for i in kl_items] == [True] * 4 + [False] * 4
 
 
 def test_the_bootstrap_interval_holds_the_share_and_narrows_with_more_groups():
@@ -103,25 +106,38 @@ def lesson_constants() -> str:
     return next(c.source for c in nbformat.read(LESSON, as_version=4).cells if "BETA =" in c.source)
 
 
-def test_the_lesson_runs_the_sweeps_configuration():
+def test_the_lesson_runs_the_sweeps_configurations():
     source = lesson_constants()
-    assert 'BETA = FULL["beta"]' in source and "FULL = LESSON_DPO" in source
+    assert 'DPO = pick(full=LESSON_DPO["full"], quick=LESSON_DPO["quick"])' in source and 'BETA = DPO["beta"]' in source
+    assert instruct.LESSON_DPO["quick"]["beta"] == instruct.LESSON_DPO["full"]["beta"]
+
+
+def test_the_committed_sweep_holds_the_lessons_configuration_and_its_trend():
+    sweep = instruct.load_beta_sweep()
+    assert sweep is not None, "llmcourse/course_data/dpo_beta_sweep.json is missing: run benchmarks/dpo_beta_sweep.py"
+    assert sweep["config"] == instruct.LESSON_DPO and len(sweep["commit"]) == 40 and sweep["seed"] == 0
+    assert instruct.sweep_point(sweep, instruct.LESSON_DPO["full"]["beta"]) is not None
+    full = instruct.LESSON_DPO["full"]
+    for run in sweep["runs"]:
+        assert run["before"]["disambiguated accuracy"] == sweep["runs"][0]["before"]["disambiguated accuracy"]
+    assert full["n_ambiguous"] >= 64 and full["n_disambiguated"] >= 64
+    runs = sorted(sweep["runs"], key=lambda r: r["beta"])
+    assert runs[0]["kl"] > runs[-1]["kl"]  # a larger beta holds the policy closer to the reference
 
 
 def test_the_live_betas_point_agrees_with_the_sweep():
-    """The committed sweep ran the lesson's configuration, and its point at the lesson's beta is the lesson's
-    full-mode result: the lesson's run (cached by the full run) gives the same KL and stereotyped share."""
+    """The lesson's quick-mode DPO run, trained and measured again here (or taken from the cache the lesson's own
+    quick run filled), lands on the point the committed sweep recorded for it."""
+    from llmcourse.models import load_causal_lm
+
     sweep = instruct.load_beta_sweep()
-    if sweep is None:  # not committed yet (issue 24: still to be run)
-        pytest.skip("llmcourse/course_data/dpo_beta_sweep.json is missing: run benchmarks/dpo_beta_sweep.py")
-    assert sweep["config"] == instruct.LESSON_DPO and len(sweep["commit"]) == 40 and sweep["seed"] == 0
-    point = instruct.sweep_point(sweep, instruct.LESSON_DPO["beta"])
-    assert point is not None
-    assert sweep["before"]["ambiguous items"] >= 64 and sweep["before"]["disambiguated items"] >= 64
-    runs = sorted(sweep["runs"], key=lambda r: r["beta"])
-    assert runs[0]["kl"] >= runs[-1]["kl"]  # a larger beta holds the policy closer to the reference
-    recorded = ROOT / "llmcourse" / "course_data" / "dpo_lesson_run.json"
-    if recorded.is_file():  # the full-mode lesson's own numbers, written by benchmarks/dpo_beta_sweep.py --lesson
-        live = json.loads(recorded.read_text())
-        assert live["kl"] == pytest.approx(point["kl"], rel=0.05)
-        assert live["stereotyped share"] == pytest.approx(point["stereotyped share"], abs=0.02)
+    items, _ = bbq.load_items()
+    train_items, held_out = bbq.split_by_template(items)
+    tokenizer, model = load_causal_lm()
+    live = instruct.dpo_point(model, tokenizer, train_items, held_out, instruct.LESSON_DPO["quick"])
+    recorded = sweep["quick"]
+    assert live["before"] == pytest.approx(recorded["before"], abs=1e-9)
+    assert live["kl"] == pytest.approx(recorded["kl"], rel=0.05)
+    one_item = 1 / instruct.LESSON_DPO["quick"]["n_ambiguous"]
+    assert live["stereotyped share"] == pytest.approx(recorded["stereotyped share"], abs=one_item + 1e-9)
+    assert live["disambiguated accuracy"] == pytest.approx(recorded["disambiguated accuracy"], abs=one_item + 1e-9)
