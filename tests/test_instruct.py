@@ -44,6 +44,25 @@ def test_the_dpo_pairs_mix_the_three_kinds_from_the_given_items():
     assert [i.ambiguous for i in kl_items] == [True] * 4 + [False] * 4
 
 
+def test_the_reward_pairs_hold_the_three_kinds_equally_often():
+    items, _ = bbq.load_items()
+    train, _ = bbq.split_by_template(items)
+    pairs = instruct.reward_pairs(train)
+    assert len(pairs) == len(instruct.all_pairs(train)) and instruct.reward_pairs(train) == pairs
+    counts = {kind: sum(instruct.pair_kind(p) == kind for p in pairs) for kind in ("ambiguous", "two people", "over unknown")}
+    assert max(counts.values()) - min(counts.values()) < 0.1 * len(pairs), counts
+    for item, good, bad in pairs:
+        assert good != bad and good == (item.unknown if item.ambiguous else item.label)
+
+
+def test_the_reward_models_input_marks_the_answers_person_only():
+    item = bbq.BbqItem(1, "t", False, "A man and a woman met. The woman left early, and the man stayed.",
+                       "Who left early?", ("The woman", "Unknown", "The man"), 0, 0, 1)
+    assert instruct.marked_context(item, 0) == "A man and ** a woman ** met. ** The woman ** left early, and the man stayed."
+    assert instruct.marked_context(item, 2) == "** A man ** and a woman met. The woman left early, and ** the man ** stayed."
+    assert instruct.marked_context(item, 1) == item.context
+
+
 def test_the_bootstrap_interval_holds_the_share_and_narrows_with_more_groups():
     values = np.array([1, 1, 0, 1] * 25)
     groups = np.repeat(np.arange(25), 4)
@@ -125,6 +144,7 @@ def test_the_committed_sweep_holds_the_lessons_configuration_and_its_trend():
     assert runs[0]["kl"] > runs[-1]["kl"]  # a larger beta holds the policy closer to the reference
 
 
+@pytest.mark.xdist_group("dpo-quick")  # with the lesson's own quick run (tests/test_notebooks.py): trained once
 def test_the_live_betas_point_agrees_with_the_sweep():
     """The lesson's quick-mode DPO run, trained and measured again here (or taken from the cache the lesson's own
     quick run filled), lands on the point the committed sweep recorded for it."""
