@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from grader.autograde import GradeJob, SubmissionResult, fingerprint, grade_submission, warm_imports
 from grader.classroom.course import Course, CourseError
-from grader.sandbox import Isolation, Limits, SandboxUidsTaken, can_isolate, checked_sandbox_uids, isolation_report
+from grader.sandbox import (Isolation, Limits, SandboxUidsTaken, can_isolate, checked_sandbox_uids, isolation_report,
+                            sweep_run_folders)
 
 _SLOT = 0  # this worker process's slot: its children prefer the sandbox range's slot-th uid (leased, see sandbox)
 
@@ -165,6 +166,7 @@ def autograde(course: Course, assignment: str, workers: int | None = None, sched
             checked_sandbox_uids()
         except (SandboxUidsTaken, ValueError) as err:
             raise CourseError(str(err)) from None
+    sweep_run_folders()
     start = time.perf_counter()
     limits = limits or Limits()
     workers = workers or os.cpu_count() or 1

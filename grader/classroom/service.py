@@ -43,7 +43,7 @@ from grader.classroom.course import Course, CourseError
 from grader.classroom.settings import Settings
 from grader.classroom.store import Receipt, Store, utc_now
 from grader.classroom.tokens import learner_for_token
-from grader.sandbox import Limits
+from grader.sandbox import Limits, sweep_run_folders
 
 FAULT_ENV = "LLMCOURSE_SERVICE_FAULT"
 FAULT_EXIT = 70
@@ -239,6 +239,7 @@ class GradingService:
 
     def start(self) -> None:
         """Recover the queue, warm the workers (forked before any request thread exists), start grading."""
+        sweep_run_folders()
         requeued, swept = self.store.recover()
         if requeued or swept:
             print(f"recovered: {requeued} interrupted gradings queued again, {swept} unacknowledged files removed",
