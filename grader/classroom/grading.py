@@ -94,10 +94,7 @@ def _sha(data: bytes) -> str:
 
 def make_jobs(course: Course, assignment: str, limits: Limits, isolate: bool, force: bool):
     """(jobs to grade, students skipped as graded and unchanged, the fingerprint of the checks)."""
-    source = course.source(assignment).read_text()
-    release = course.release(assignment).read_text()
-    hidden = course.hidden_checks(assignment).read_text() if course.hidden_checks(assignment).is_file() else \
-        "CASES = {}\n"
+    source, release, hidden = course.grading_texts(assignment)
     stamp = fingerprint(assignment[:2], source, release, hidden)
     jobs, skipped = [], []
     for student, path in course.submissions(assignment).items():
