@@ -28,6 +28,7 @@ import json
 import os
 import pickle
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +42,7 @@ DEFAULT_UIDS = range(61000, 63000)  # slot k prefers the range's k-th uid (no pa
 UID_LOCKS = Path("/run/lock/llmcourse-uids") if Path("/run/lock").is_dir() else Path("/tmp/llmcourse-uids")
 HIDDEN_IN_COURSE = ("solutions", "submitted", "autograded", "feedback", "collected", "release-history")
 SECRET_FILES = ("gradebook.db",)
+RUN_FOLDER = "llmcourse-grading-"  # + the grading process's pid: what a killed one leaves is swept at the next start
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 
@@ -477,7 +479,7 @@ def run_child(notebook_bytes: bytes, notebook_name: str, tasks: list[Task], limi
     ``mode="fork"`` (Linux) forks this process, which has imported torch and the grader already;
     ``mode="spawn"`` starts a fresh interpreter (any platform)."""
     isolate = isolation is not None and isolation.enabled and can_isolate()
-    with tempfile.TemporaryDirectory(prefix="llmcourse-grading-") as tmp, \
+    with tempfile.TemporaryDirectory(prefix=f"{RUN_FOLDER}{os.getpid()}-") as tmp, \
             (_uid_lease(isolation.slot) if isolate else contextlib.nullcontext()) as uid:
         events_path = Path(tmp) / "events.jsonl"
         fd = os.open(events_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -491,6 +493,20 @@ def run_child(notebook_bytes: bytes, notebook_name: str, tasks: list[Task], limi
         _kill_leftovers(pid, uid)
         events = _read_events(events_path, limit=limits.max_result_bytes * (len(tasks) + 1))
     return ChildRun(events, exit_code, sig, timed_out)
+
+
+def sweep_run_folders() -> int:
+    """Remove the run folders of grading processes that died mid-grade (killed: their ``with`` never ended);
+    the folder names its process. Returns how many were removed."""
+    if not Path("/proc/self").exists():  # no way to tell a dead process here: nothing is removed
+        return 0
+    removed = 0
+    for folder in Path(tempfile.gettempdir()).glob(f"{RUN_FOLDER}*-*"):
+        pid = folder.name[len(RUN_FOLDER):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def describe_end(run: ChildRun, limits: Limits) -> str:

@@ -25,7 +25,7 @@ WORK_ENV = "LLMCOURSE_WORK_DIR"  # the learner's my-work/ folder; default: my-wo
 def is_course(folder: Path) -> bool:
     """True when ``folder`` holds released exercises: ``exercises/NN-topic/NN-topic.ipynb`` (an instructor's
     course also has ``solutions/``, a learner's release-only tree does not)."""
-    return any((chapter / f"{chapter.name}.ipynb").is_file() for chapter in (folder / "exercises").glob("[0-9][0-9]-*"))
+    return bool(releases(folder))
 
 
 def course_root() -> Path:

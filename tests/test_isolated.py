@@ -1,5 +1,6 @@
 """Checking a learner's notebook in a child process, and the `llmcourse check` command."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,19 @@ def test_the_machines_accounts_are_read_from_getent():
 
     accounts = system_account_uids()
     assert accounts.get(0) == "root"
+
+
+def test_run_folders_of_dead_grading_processes_are_swept_and_live_ones_kept(tmp_path, monkeypatch):
+    import tempfile
+
+    from grader.sandbox import RUN_FOLDER, sweep_run_folders
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"{RUN_FOLDER}999999999-abc"  # beyond pid_max: no such process
+    live = tmp_path / f"{RUN_FOLDER}{os.getpid()}-def"
+    other = tmp_path / "llmcourse-grading-notapid"
+    for folder in (dead, live, other):
+        folder.mkdir()
+        (folder / "events.jsonl").write_text("{}")
+    assert sweep_run_folders() == 1
+    assert not dead.exists() and live.exists() and other.exists()

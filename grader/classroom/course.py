@@ -80,6 +80,10 @@ class Course:
         raise CourseError(f"no assignment {target!r} in {self.root / 'solutions'}; the assignments are: "
                           f"{', '.join(names) or 'none'}")
 
+    def released_assignments(self) -> list[str]:
+        """The assignments whose release is in exercises/, in order."""
+        return [name for name in self._assignment_names() if self.release(name).is_file()]
+
     def source(self, assignment: str) -> Path:
         return self.root / "solutions" / assignment / f"{assignment}.ipynb"
 
@@ -88,6 +92,12 @@ class Course:
 
     def hidden_checks(self, assignment: str) -> Path:
         return self.root / "solutions" / assignment / "hidden_checks.py"
+
+    def grading_texts(self, assignment: str) -> tuple[str, str, str]:
+        """(the source notebook, the release, the hidden checks) as text: what grading an assignment reads."""
+        hidden = self.hidden_checks(assignment)
+        return (self.source(assignment).read_text(), self.release(assignment).read_text(),
+                hidden.read_text() if hidden.is_file() else "CASES = {}\n")
 
     def submitted(self, student: str, assignment: str) -> Path:
         return self.root / "submitted" / student / assignment / f"{assignment}.ipynb"

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from grader.autograde import GradeJob, SubmissionResult, fingerprint, grade_submission, warm_imports
 from grader.classroom.course import Course, CourseError
-from grader.sandbox import Isolation, Limits, SandboxUidsTaken, can_isolate, checked_sandbox_uids, isolation_report
+from grader.sandbox import (Isolation, Limits, SandboxUidsTaken, can_isolate, checked_sandbox_uids, isolation_report,
+                            sweep_run_folders)
 
 _SLOT = 0  # this worker process's slot: its children prefer the sandbox range's slot-th uid (leased, see sandbox)
 
@@ -93,10 +94,7 @@ def _sha(data: bytes) -> str:
 
 def make_jobs(course: Course, assignment: str, limits: Limits, isolate: bool, force: bool):
     """(jobs to grade, students skipped as graded and unchanged, the fingerprint of the checks)."""
-    source = course.source(assignment).read_text()
-    release = course.release(assignment).read_text()
-    hidden = course.hidden_checks(assignment).read_text() if course.hidden_checks(assignment).is_file() else \
-        "CASES = {}\n"
+    source, release, hidden = course.grading_texts(assignment)
     stamp = fingerprint(assignment[:2], source, release, hidden)
     jobs, skipped = [], []
     for student, path in course.submissions(assignment).items():
@@ -165,6 +163,7 @@ def autograde(course: Course, assignment: str, workers: int | None = None, sched
             checked_sandbox_uids()
         except (SandboxUidsTaken, ValueError) as err:
             raise CourseError(str(err)) from None
+    sweep_run_folders()
     start = time.perf_counter()
     limits = limits or Limits()
     workers = workers or os.cpu_count() or 1

@@ -43,7 +43,7 @@ from grader.classroom.course import Course, CourseError
 from grader.classroom.settings import Settings
 from grader.classroom.store import Receipt, Store, utc_now
 from grader.classroom.tokens import learner_for_token
-from grader.sandbox import Limits
+from grader.sandbox import Limits, sweep_run_folders
 
 FAULT_ENV = "LLMCOURSE_SERVICE_FAULT"
 FAULT_EXIT = 70
@@ -69,19 +69,14 @@ class Refused(Exception):
 # ---------------------------------------------------------------- who is asking
 
 class RosterIdentity:
-    """Standalone: the learner whose token hash is in the roster (re-read when the roster changes, so a revoked
-    token stops at the next request)."""
+    """Standalone: the learner whose token hash is in the roster (``Settings.roster`` reads it again when it
+    changes, so a revoked token stops at the next request)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._roster, self._mtime = [], None
 
     def learner(self, token: str) -> str | None:
-        path = self.settings.roster_path
-        mtime = path.stat().st_mtime_ns if path.is_file() else None
-        if mtime != self._mtime:
-            self._roster, self._mtime = self.settings.roster(), mtime
-        return learner_for_token(self._roster, token)
+        return learner_for_token(self.settings.roster(), token)
 
 
 class HubIdentity:
@@ -161,6 +156,7 @@ class GradingService:
         self.prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
         self._stop = threading.Event()
         self._pool, self._grader = None, None
+        self._fingerprints: dict[tuple, str] = {}  # (assignment, its texts) -> fingerprint
 
     # ------------------------------------------------------------ requests
 
@@ -182,8 +178,8 @@ class GradingService:
             name = self.course.assignment(target)
         except CourseError:
             name = None
-        if name is None or not self.course.release(name).is_file():
-            released = [a for a in self.course.assignments(["all"]) if self.course.release(a).is_file()]
+        released = self.course.released_assignments()
+        if name not in released:
             raise Refused(404, f"no assignment {target!r} is open for submissions; open: {', '.join(released) or 'none'}")
         return name
 
@@ -203,12 +199,7 @@ class GradingService:
             fault("after-store")
             print(f"received {receipt.id}: {learner} {assignment} ({receipt.bytes:,} bytes)", file=sys.stderr,
                   flush=True)
-        deadline = self.settings.deadline_for(assignment, learner)
-        return {"receipt": receipt.id, "assignment": assignment, "learner": learner,
-                "received_at": receipt.received_at, "sha256": receipt.sha256, "bytes": receipt.bytes,
-                "days_late": deadline.days_late(receipt.received) if deadline else 0,
-                "due": deadline.due.isoformat() if deadline else None,
-                "queue_position": self.store.queue_position(receipt.id)}
+        return {**feedback_view(receipt, self.settings, now), "queue_position": self.store.queue_position(receipt.id)}
 
     def receipt_view(self, learner: str, receipt_id: str) -> dict:
         receipt = self.store.receipt(receipt_id)
@@ -239,6 +230,7 @@ class GradingService:
 
     def start(self) -> None:
         """Recover the queue, warm the workers (forked before any request thread exists), start grading."""
+        sweep_run_folders()
         requeued, swept = self.store.recover()
         if requeued or swept:
             print(f"recovered: {requeued} interrupted gradings queued again, {swept} unacknowledged files removed",
@@ -257,9 +249,8 @@ class GradingService:
         import nbformat
 
         grading._prepare_process()
-        for assignment in self.course.assignments(["all"]):
-            if self.course.release(assignment).is_file():
-                warm_imports(nbformat.read(self.course.release(assignment), as_version=4))
+        for assignment in self.course.released_assignments():
+            warm_imports(nbformat.read(self.course.release(assignment), as_version=4))
         context = multiprocessing.get_context("fork")
         pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=grading._init_worker,
                                    initargs=(context.Value("i", 0),))
@@ -267,13 +258,15 @@ class GradingService:
         return pool
 
     def _job(self, receipt: Receipt) -> tuple[GradeJob, str]:
-        course, assignment = self.course, receipt.assignment
-        source, release = course.source(assignment).read_text(), course.release(assignment).read_text()
-        hidden_path = course.hidden_checks(assignment)
-        hidden = hidden_path.read_text() if hidden_path.is_file() else "CASES = {}\n"
-        job = GradeJob(assignment, receipt.learner, self.store.data(receipt), source, release, hidden, self.limits,
-                       str(course.root), self.isolate)
-        return job, fingerprint(assignment[:2], source, release, hidden)
+        """The receipt's grading job, from the assignment's texts as they are now, and their fingerprint (with the
+        checks' code, which this process imported once: computed once per version of the texts)."""
+        texts = self.course.grading_texts(receipt.assignment)
+        key = (receipt.assignment, *texts)
+        if key not in self._fingerprints:
+            self._fingerprints[key] = fingerprint(receipt.assignment[:2], *texts)
+        job = GradeJob(receipt.assignment, receipt.learner, self.store.data(receipt), *texts, self.limits,
+                       str(self.course.root), self.isolate)
+        return job, self._fingerprints[key]
 
     def _grade_forever(self) -> None:
         running, caught_up = {}, False  # future -> (receipt, fingerprint)

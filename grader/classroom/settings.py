@@ -46,6 +46,7 @@ class Settings:
     daily_limit: int = 0
     max_upload_bytes: int = 5 * 2**20
     raw: dict = field(default_factory=dict)  # the whole file, for the Canvas section
+    _roster: tuple = field(default=(None, []), repr=False)  # (the file's (mtime, size) when read, its rows)
 
     @classmethod
     def load(cls, root: Path) -> "Settings":
@@ -80,15 +81,21 @@ class Settings:
     # ------------------------------------------------------------ the roster
 
     def roster(self) -> list[dict]:
-        """The roster's rows ([] when there is no roster file)."""
-        if not self.roster_path.is_file():
+        """The roster's rows ([] when there is no roster file), read again only when the file changed (a token
+        revoked or an extension granted counts at the next request); each call gets its own copy to edit."""
+        try:
+            stat = self.roster_path.stat()
+            version = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
             return []
-        with open(self.roster_path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if rows and "student_id" not in rows[0]:
-            raise SettingsError(f"the roster {self.roster_path} has no student_id column (the course's id of each "
-                                f"learner)")
-        return rows
+        if version != self._roster[0]:
+            with open(self.roster_path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            if rows and "student_id" not in rows[0]:
+                raise SettingsError(f"the roster {self.roster_path} has no student_id column (the course's id of "
+                                    f"each learner)")
+            self._roster = (version, rows)
+        return [dict(row) for row in self._roster[1]]
 
     def write_roster(self, rows: list[dict]) -> None:
         """Rewrite the roster with these rows, keeping its columns in order (new ones at the end), atomically."""

@@ -32,18 +32,23 @@ def learner_for_token(roster: list[dict], token: str) -> str | None:
     return found
 
 
-def issue(settings: Settings, learners: list[str], out: Path, replace: bool) -> dict[str, Path]:
-    """A new token for each learner (every roster learner when ``learners`` is empty), written to
-    ``out/<learner>.token`` (readable by the owner only); with ``replace=False`` learners who hold a token
-    keep it. Returns learner -> token file."""
+def _roster_with(settings: Settings, learners: list[str]) -> list[dict]:
+    """The roster's rows, refused when there is none or when it lacks one of ``learners``."""
     roster = settings.roster()
     if not roster:
         raise SettingsError(f"no roster at {settings.roster_path}: write one row per learner (a student_id column) "
                             f"first")
-    known = {row["student_id"] for row in roster}
-    unknown = [name for name in learners if name not in known]
+    unknown = [name for name in learners if name not in {row["student_id"] for row in roster}]
     if unknown:
         raise SettingsError(f"not in the roster {settings.roster_path}: {', '.join(unknown)}")
+    return roster
+
+
+def issue(settings: Settings, learners: list[str], out: Path, replace: bool) -> dict[str, Path]:
+    """A new token for each learner (every roster learner when ``learners`` is empty), written to
+    ``out/<learner>.token`` (readable by the owner only); with ``replace=False`` learners who hold a token
+    keep it. Returns learner -> token file."""
+    roster = _roster_with(settings, learners)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for row in roster:
@@ -63,11 +68,7 @@ def issue(settings: Settings, learners: list[str], out: Path, replace: bool) -> 
 
 def revoke(settings: Settings, learners: list[str]) -> list[str]:
     """Empty the hashes of these learners: their tokens stop working at the service's next request."""
-    roster = settings.roster()
-    known = {row["student_id"] for row in roster}
-    unknown = [name for name in learners if name not in known]
-    if unknown:
-        raise SettingsError(f"not in the roster {settings.roster_path}: {', '.join(unknown)}")
+    roster = _roster_with(settings, learners)
     for row in roster:
         if row["student_id"] in learners:
             row[HASH_COLUMN] = ""
