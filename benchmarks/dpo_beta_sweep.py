@@ -7,7 +7,8 @@ the lesson loads it for its reward-against-KL figure.
     .venv/bin/python benchmarks/dpo_beta_sweep.py                 # 4 betas and the quick run (about 25 minutes)
     .venv/bin/python benchmarks/dpo_beta_sweep.py --betas 0.25    # one beta
 
-Every run trains anew (retrain=True) with the lesson's sizes (llmcourse.instruct.LESSON_DPO).
+Every run trains anew with the lesson's sizes (llmcourse.instruct.LESSON_DPO); with --reuse, a run cached by the
+same code and configuration (the full-mode lesson's, at its beta) is taken as it is.
 """
 
 import argparse
@@ -29,6 +30,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--betas", nargs="+", type=float, default=list(BETAS))
     parser.add_argument("--out", type=Path, default=shipped_data_dir() / SWEEP_FILE)
+    parser.add_argument("--reuse", action="store_true", help="take runs already cached for the same configuration")
     args = parser.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
@@ -41,12 +43,13 @@ def main(argv=None) -> None:
     runs = []
     for beta in args.betas:
         start = time.perf_counter()
-        runs.append(dpo_point(model, tokenizer, train_items, held_out, {**full, "beta": beta}, before, retrain=True))
+        runs.append(dpo_point(model, tokenizer, train_items, held_out, {**full, "beta": beta}, before,
+                              retrain=None if args.reuse else True))
         row = runs[-1]
         print(f"beta {beta}: KL {row['kl']:.4f}, margin {row['margin']:.3f}, stereotyped {row['stereotyped share']:.3f}"
               f", disambiguated accuracy {row['disambiguated accuracy']:.3f} ({time.perf_counter() - start:.0f} s)",
               flush=True)
-    quick = dpo_point(model, tokenizer, train_items, held_out, LESSON_DPO["quick"], retrain=True)
+    quick = dpo_point(model, tokenizer, train_items, held_out, LESSON_DPO["quick"], retrain=None if args.reuse else True)
     result = {"commit": commit, "uncommitted changes": bool(dirty), "seed": SEED, "config": LESSON_DPO,
               "runs": runs, "quick": quick}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
