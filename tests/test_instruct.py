@@ -121,6 +121,26 @@ def test_the_adapter_state_goes_back_into_a_fresh_model():
         assert torch.allclose(fresh(ids).logits, model(ids).logits)
 
 
+def test_a_trained_model_gets_its_float32_forward_back():
+    """accelerate wraps the forward of a model it trains in bf16 in autocast and leaves it so; ``_train`` undoes it,
+    as accelerate's own unwrapping does (the wrapping below is accelerate's, for mixed precision)."""
+    from types import MethodType, SimpleNamespace
+
+    from accelerate.utils import convert_outputs_to_fp32
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 4)
+    x = torch.randn(8, 16)
+    exact = model(x)
+    model._original_forward = model.forward
+    model.forward = MethodType(convert_outputs_to_fp32(torch.autocast("cpu", dtype=torch.bfloat16)(
+        model.forward.__func__)), model)
+    assert not torch.equal(model(x), exact)  # bf16 products
+    trainer = SimpleNamespace(model=model, train=lambda: None, state=SimpleNamespace(global_step=1, log_history=[]))
+    instruct._train(trainer)
+    assert torch.equal(model(x), exact)
+
+
 def lesson_constants() -> str:
     return next(c.source for c in nbformat.read(LESSON, as_version=4).cells if "BETA =" in c.source)
 
