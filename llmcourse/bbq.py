@@ -146,20 +146,32 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
+def template_resamples(templates, samples: int = BOOTSTRAP_SAMPLES, seed: int = SEED):
+    """Row indices of ``samples`` bootstrap resamples over whole templates (``templates``: each row's template),
+    each drawing as many templates as there are, with replacement."""
+    templates = np.asarray(templates)
+    names = sorted(set(templates.tolist()))
+    rows_of = {t: np.flatnonzero(templates == t) for t in names}
+    rng = np.random.default_rng(seed)
+    for _ in range(samples):
+        yield np.concatenate([rows_of[t] for t in rng.choice(names, len(names))])
+
+
+def interval(values) -> tuple[float, float]:
+    """The central 95 % interval of bootstrap ``values``."""
+    tail = (1 - CONFIDENCE) / 2 * 100
+    return tuple(float(x) for x in np.percentile(values, [tail, 100 - tail]))
+
+
 def paired_bootstrap(items: list, before: dict, after: dict, samples: int = BOOTSTRAP_SAMPLES,
                      seed: int = SEED) -> dict:
     """Each metric before, after, and the change with its 95 % interval, resampling whole templates (the same
     templates for both models: paired)."""
-    templates = sorted({i.template for i in items})
-    rows_of = {t: np.array([n for n, i in enumerate(items) if i.template == t]) for t in templates}
-    rng = np.random.default_rng(seed)
     first, last = metrics(before), metrics(after)
     changes = {k: [] for k in first if not k.endswith("items")}
-    for _ in range(samples):
-        rows = np.concatenate([rows_of[t] for t in rng.choice(templates, len(templates))])
+    for rows in template_resamples([i.template for i in items], samples, seed):
         b, a = metrics(before, rows), metrics(after, rows)
         for key in changes:
             changes[key].append(a[key] - b[key])
-    tail = (1 - CONFIDENCE) / 2 * 100
     return {key: {"before": first[key], "after": last[key], "change": last[key] - first[key],
-                  "interval": tuple(np.percentile(changes[key], [tail, 100 - tail]))} for key in changes}
+                  "interval": interval(changes[key])} for key in changes}

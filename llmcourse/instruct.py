@@ -244,14 +244,9 @@ def train_reward_model(train_pairs: list, test_pairs: list, steps: int, batch_si
 
 def share_with_interval(values, groups, samples: int = bbq.BOOTSTRAP_SAMPLES, seed: int = SEED) -> dict:
     """The mean of 0/1 ``values`` and its 95 % interval from a bootstrap over ``groups`` (BBQ's templates)."""
-    values, groups = np.asarray(values, dtype=float), np.asarray(groups)
-    names = sorted(set(groups.tolist()))
-    rows = {g: np.flatnonzero(groups == g) for g in names}
-    rng = np.random.default_rng(seed)
-    means = [values[np.concatenate([rows[g] for g in rng.choice(names, len(names))])].mean() for _ in range(samples)]
-    tail = (1 - bbq.CONFIDENCE) / 2 * 100
-    return {"share": float(values.mean()), "interval": tuple(float(x) for x in np.percentile(means, [tail, 100 - tail])),
-            "n": len(values)}
+    values = np.asarray(values, dtype=float)
+    means = [values[rows].mean() for rows in bbq.template_resamples(groups, samples, seed)]
+    return {"share": float(values.mean()), "interval": bbq.interval(means), "n": len(values)}
 
 
 # ---------------------------------------------------------------- direct preference optimisation
