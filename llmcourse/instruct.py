@@ -14,6 +14,7 @@ These helpers run the mechanisms of chapter 11's exercises (``response_only_labe
 ``reward_model_step``, ``dpo_loss``) through the libraries; each exercise forbids them (``grader/forbidden.py``).
 """
 
+import itertools
 import random
 import re
 import time
@@ -199,6 +200,20 @@ def reward_pairs(items: list, seed: int = SEED) -> list:
     return pairs
 
 
+def reward_test_pairs(held_out: list, n_contexts: int, n_other: int, seed: int = SEED) -> list:
+    """The reward model's held-out pairs: both pairs of two people (one per question) of ``n_contexts``
+    disambiguated contexts, and ``n_other`` pairs of each other kind, drawn with ``seed``."""
+    rng = random.Random(seed)
+    kinds = {"two people": [], "ambiguous": [], "over unknown": []}
+    for pair in all_pairs(held_out):
+        kinds[pair_kind(pair)].append(pair)
+    contexts = sorted({item.context for item, _, _ in kinds["two people"]})
+    chosen = set(rng.sample(contexts, min(n_contexts, len(contexts))))
+    pairs = [pair for pair in kinds["two people"] if pair[0].context in chosen]
+    for kind in ("ambiguous", "over unknown"):
+        pairs += rng.sample(kinds[kind], min(n_other, len(kinds[kind])))
+    return pairs
+
 def train_reward_model(train_pairs: list, test_pairs: list, steps: int, batch_size: int = 16, lr: float = 5e-5,
                        seed: int = SEED, retrain: bool | None = None) -> dict:
     """MiniLM with a scalar head trained by TRL's ``RewardTrainer`` (Bradley-Terry: mean of -log sigma(r_chosen -
@@ -249,6 +264,19 @@ def share_with_interval(values, groups, samples: int = bbq.BOOTSTRAP_SAMPLES, se
     means = [values[rows].mean() for rows in bbq.template_resamples(groups, samples, seed)]
     return {"share": float(values.mean()), "interval": bbq.interval(means), "n": len(values)}
 
+
+
+def same_person_share(pairs: list, right) -> dict:
+    """Over the contexts whose two questions (BBQ asks a negative and a non-negative one of each context, with
+    opposite answers) both have a pair of two people in ``pairs``: how many times the reward model preferred the
+    same person for both (``right``: whether each pair's preferred answer got the higher reward). A model that
+    ignores the question always does, and is then right on exactly one of the two."""
+    preferred = {}
+    for (item, good, bad), ok in zip(pairs, right):
+        if pair_kind((item, good, bad)) == "two people":
+            preferred.setdefault(item.context, []).append(item.answers[good if ok else bad])
+    both = [people for people in preferred.values() if len(people) == 2]
+    return {"same": sum(len(set(people)) == 1 for people in both), "contexts": len(both)}
 
 # ---------------------------------------------------------------- direct preference optimisation
 
@@ -323,18 +351,23 @@ def train_dpo(model, tokenizer, pairs: list, beta: float, steps: int, batch_size
 def response_kl(model, tokenizer, prompts: list, responses: list) -> float:
     """Mean per-token KL(policy || reference) in nats over the response tokens: at every position that predicts a
     response token, the KL between the two next-token distributions over the whole vocabulary. ``model`` is a
-    peft model; the reference is the same model with its adapter disabled."""
+    peft model; the reference is the same model with its adapter disabled. Consecutive responses to one prompt go
+    through in one batch."""
     total, count = 0.0, 0
-    for prompt, response in zip(prompts, responses):
+    for prompt, group in itertools.groupby(zip(prompts, responses), key=lambda pair: pair[0]):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([prompt_ids + response_ids], device=model.device)  # (1, T)
-        scored = slice(len(prompt_ids) - 1, ids.shape[1] - 1)  # the positions that predict the response's tokens
-        policy = torch.log_softmax(model(ids).logits[0, scored].float(), -1)  # (n, V)
+        response_ids = [tokenizer(response, add_special_tokens=False)["input_ids"] for _, response in group]
+        width = max(map(len, response_ids))
+        # right padding: no real token attends to it; the last width + 1 positions predict the responses' tokens
+        ids = torch.tensor([prompt_ids + r + [0] * (width - len(r)) for r in response_ids],
+                           device=model.device)  # (n, T)
+        policy = torch.log_softmax(model(ids, logits_to_keep=width + 1).logits[:, :width].float(), -1)  # (n, w, V)
         with model.disable_adapter():
-            reference = torch.log_softmax(model(ids).logits[0, scored].float(), -1)
-        total += (policy.exp() * (policy - reference)).sum().item()
-        count += len(response_ids)
+            reference = torch.log_softmax(model(ids, logits_to_keep=width + 1).logits[:, :width].float(), -1)
+        kl = (policy.exp() * (policy - reference)).sum(-1)  # (n, w)
+        real = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in response_ids], device=kl.device)
+        total += kl[real].sum().item()
+        count += int(real.sum())
     return total / max(count, 1)
 
 

@@ -55,6 +55,18 @@ def test_the_reward_pairs_hold_the_three_kinds_equally_often():
         assert good != bad and good == (item.unknown if item.ambiguous else item.label)
 
 
+
+def test_the_reward_models_held_out_pairs_keep_both_questions_of_a_context():
+    items, _ = bbq.load_items()
+    _, held_out = bbq.split_by_template(items)
+    pairs = instruct.reward_test_pairs(held_out, n_contexts=20, n_other=30)
+    assert instruct.reward_test_pairs(held_out, n_contexts=20, n_other=30) == pairs  # fixed by the seed
+    kinds = [instruct.pair_kind(p) for p in pairs]
+    assert kinds.count("two people") == 40 and kinds.count("ambiguous") == kinds.count("over unknown") == 30
+    two = [item for (item, _, _), kind in zip(pairs, kinds) if kind == "two people"]
+    assert all(sum(other.context == item.context for other in two) == 2 for item in two)
+    assert {item.template for item, _, _ in pairs} <= {item.template for item in held_out}
+
 def test_the_reward_models_input_marks_the_answers_person_only():
     item = bbq.BbqItem(1, "t", False, "A man and a woman met. The woman left early, and the man stayed.",
                        "Who left early?", ("The woman", "Unknown", "The man"), 0, 0, 1)
@@ -72,6 +84,17 @@ def test_the_bootstrap_interval_holds_the_share_and_narrows_with_more_groups():
     noisy = instruct.share_with_interval(np.arange(100) % 3 == 0, np.arange(100) // 2, samples=500)
     assert noisy["interval"][0] < noisy["share"] < noisy["interval"][1]
 
+
+
+def test_a_reward_model_that_ignores_the_question_prefers_one_person_per_context():
+    def item(n, question, label):
+        return bbq.BbqItem(n, "t", False, f"context {n // 2}", question, ("The man", "Unknown", "The woman"), label, 0, 1)
+
+    pairs = [(item(0, "Who was the secretary?", 0), 0, 2), (item(1, "Who was the board chair?", 2), 2, 0),
+             (item(2, "Who was the secretary?", 2), 2, 0), (item(3, "Who was the board chair?", 0), 0, 2),
+             (item(4, "Who was late?", 0), 0, 1)]  # a person over "unknown": not counted
+    assert instruct.same_person_share(pairs, [True, False, True, True, True]) == {"same": 1, "contexts": 2}
+    assert instruct.same_person_share(pairs[:3], [True, True, True]) == {"same": 0, "contexts": 1}
 
 def tiny_peft_model():
     from peft import get_peft_model
@@ -105,6 +128,18 @@ def test_the_kl_is_zero_before_training_and_matches_the_definition_after():
     expected = (policy.exp() * (policy - reference)).sum(-1).mean().item()
     assert expected > 0
     assert instruct.response_kl(model, Chars(), ["abcd"], ["ef"]) == pytest.approx(expected, rel=1e-5)
+    # two responses of different lengths to one prompt (one batch, right-padded): the mean over their 5 tokens
+    per_token = []
+    for response in ["ef", "zzz"]:
+        ids = torch.tensor([[ord(c) % 64 for c in "abcd" + response]])
+        scored = slice(3, 3 + len(response))
+        with torch.no_grad():
+            policy = torch.log_softmax(model(ids).logits[0, scored], -1)
+            with model.disable_adapter():
+                reference = torch.log_softmax(model(ids).logits[0, scored], -1)
+        per_token += (policy.exp() * (policy - reference)).sum(-1).tolist()
+    assert instruct.response_kl(model, Chars(), ["abcd", "abcd"], ["ef", "zzz"]) == pytest.approx(
+        np.mean(per_token), rel=1e-5)
 
 
 def test_the_adapter_state_goes_back_into_a_fresh_model():
