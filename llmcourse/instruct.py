@@ -38,7 +38,7 @@ DPO_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 # item is 1.6 points of the 5 that accuracy may lose.
 LESSON_DPO = {"full": {"beta": 0.25, "steps": 24, "batch_size": 8, "lr": 5e-4, "n_ambiguous": 128,
                        "n_disambiguated": 128, "n_kl": 32},
-              "quick": {"beta": 0.25, "steps": 8, "batch_size": 4, "lr": 1e-3, "n_ambiguous": 16,
+              "quick": {"beta": 0.25, "steps": 4, "batch_size": 4, "lr": 2e-3, "n_ambiguous": 16,
                         "n_disambiguated": 16, "n_kl": 8}}
 SWEEP_FILE = "dpo_beta_sweep.json"
 
