@@ -214,6 +214,7 @@ def reward_test_pairs(held_out: list, n_contexts: int, n_other: int, seed: int =
         pairs += rng.sample(kinds[kind], min(n_other, len(kinds[kind])))
     return pairs
 
+
 def train_reward_model(train_pairs: list, test_pairs: list, steps: int, batch_size: int = 16, lr: float = 5e-5,
                        seed: int = SEED, retrain: bool | None = None) -> dict:
     """MiniLM with a scalar head trained by TRL's ``RewardTrainer`` (Bradley-Terry: mean of -log sigma(r_chosen -
@@ -265,7 +266,6 @@ def share_with_interval(values, groups, samples: int = bbq.BOOTSTRAP_SAMPLES, se
     return {"share": float(values.mean()), "interval": bbq.interval(means), "n": len(values)}
 
 
-
 def same_person_share(pairs: list, right) -> dict:
     """Over the contexts whose two questions (BBQ asks a negative and a non-negative one of each context, with
     opposite answers) both have a pair of two people in ``pairs``: how many times the reward model preferred the
@@ -277,6 +277,7 @@ def same_person_share(pairs: list, right) -> dict:
             preferred.setdefault(item.context, []).append(item.answers[good if ok else bad])
     both = [people for people in preferred.values() if len(people) == 2]
     return {"same": sum(len(set(people)) == 1 for people in both), "contexts": len(both)}
+
 
 # ---------------------------------------------------------------- direct preference optimisation
 

@@ -1,7 +1,6 @@
 """Lesson 11's helpers (llmcourse/instruct.py): the SFT data, the DPO pairs, the bootstrap interval, the KL of a
 peft model from its reference, the forbidden helpers, and the committed beta sweep against the lesson's run."""
 
-import json
 from pathlib import Path
 
 import nbformat
@@ -88,7 +87,8 @@ def test_the_bootstrap_interval_holds_the_share_and_narrows_with_more_groups():
 
 def test_a_reward_model_that_ignores_the_question_prefers_one_person_per_context():
     def item(n, question, label):
-        return bbq.BbqItem(n, "t", False, f"context {n // 2}", question, ("The man", "Unknown", "The woman"), label, 0, 1)
+        return bbq.BbqItem(n, "t", False, f"context {n // 2}", question, ("The man", "Unknown", "The woman"),
+                           label, 0, 1)
 
     pairs = [(item(0, "Who was the secretary?", 0), 0, 2), (item(1, "Who was the board chair?", 2), 2, 0),
              (item(2, "Who was the secretary?", 2), 2, 0), (item(3, "Who was the board chair?", 0), 0, 2),
