@@ -9,15 +9,10 @@ opposite questions, and the seconds per step. Every run trains afresh unless ``-
 """
 
 import argparse
-import time
-
-import numpy as np
 
 from llmcourse import bbq
-from llmcourse.instruct import (pair_kind, reward_pairs, reward_test_pairs, same_person_share, share_with_interval,
+from llmcourse.instruct import (PAIR_KINDS, accuracy_by_kind, reward_pairs, reward_test_pairs, same_person_share,
                                 train_reward_model)
-
-KINDS = ("ambiguous", "over unknown", "two people")
 
 
 def main(argv=None) -> None:
@@ -29,19 +24,15 @@ def main(argv=None) -> None:
     items, _ = bbq.load_items()
     train_items, held_out = bbq.split_by_template(items)
     train, test = reward_pairs(train_items), reward_test_pairs(held_out, n_contexts=416, n_other=208)
-    kind = np.array([pair_kind(pair) for pair in test])
-    templates = np.array([item.template for item, _, _ in test])
     rows = []
     for steps in args.steps:
-        start = time.perf_counter()
         run = train_reward_model(train, test, steps=steps, lr=args.lr, retrain=None if args.cached else True)
         right = run["chosen"] > run["rejected"]
-        shares = {k: share_with_interval(right[kind == k], templates[kind == k]) for k in KINDS}
-        rows.append((steps, shares, same_person_share(test, right), run["seconds_per_step"],
-                     time.perf_counter() - start))
-    print(f"\nheld-out pairs: {', '.join(f'{k} {(kind == k).sum()}' for k in KINDS)}; learning rate {args.lr}")
-    print(f"{'steps':>5}  " + "  ".join(f"{k:>22}" for k in KINDS) + f"  {'same person':>12}  {'s/step':>6}")
-    for steps, shares, blind, per_step, _ in rows:
+        rows.append((steps, accuracy_by_kind(test, right), same_person_share(test, right), run["seconds_per_step"]))
+    counts = ", ".join(f"{kind} {share['n']}" for kind, share in rows[0][1].items())
+    print(f"\nheld-out pairs: {counts}; learning rate {args.lr}")
+    print(f"{'steps':>5}  " + "  ".join(f"{k:>22}" for k in PAIR_KINDS) + f"  {'same person':>12}  {'s/step':>6}")
+    for steps, shares, blind, per_step in rows:
         cells = [f"{s['share']:6.1%} [{s['interval'][0]:5.1%}, {s['interval'][1]:5.1%}]" for s in shares.values()]
         print(f"{steps:>5}  " + "  ".join(f"{c:>22}" for c in cells)
               + f"  {blind['same']:>5} of {blind['contexts']:<3}  {per_step:6.2f}")

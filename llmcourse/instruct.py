@@ -185,12 +185,23 @@ def all_pairs(items: list) -> list:
     return bbq.preference_pairs(items) + [(i, i.label, i.unknown) for i in items if not i.ambiguous]
 
 
+PAIR_KINDS = ("ambiguous", "over unknown", "two people")
+
+
 def pair_kind(pair) -> str:
     """"ambiguous" ("unknown" over the stereotyped person), "two people" (the correct person over the other) or
     "over unknown" (the correct person over "unknown")."""
     item, _, rejected = pair
     return "ambiguous" if item.ambiguous else "over unknown" if rejected == item.unknown else "two people"
 
+
+
+def pairs_by_kind(items: list) -> dict:
+    """``all_pairs(items)`` grouped by ``pair_kind``, in the order of ``PAIR_KINDS``."""
+    kinds = {kind: [] for kind in PAIR_KINDS}
+    for pair in all_pairs(items):
+        kinds[pair_kind(pair)].append(pair)
+    return kinds
 
 def reward_pairs(items: list, seed: int = SEED) -> list:
     """The reward model's training pairs: every pair of ``all_pairs(items)`` (the three kinds about equally
@@ -204,9 +215,7 @@ def reward_test_pairs(held_out: list, n_contexts: int, n_other: int, seed: int =
     """The reward model's held-out pairs: both pairs of two people (one per question) of ``n_contexts``
     disambiguated contexts, and ``n_other`` pairs of each other kind, drawn with ``seed``."""
     rng = random.Random(seed)
-    kinds = {"two people": [], "ambiguous": [], "over unknown": []}
-    for pair in all_pairs(held_out):
-        kinds[pair_kind(pair)].append(pair)
+    kinds = pairs_by_kind(held_out)
     contexts = sorted({item.context for item, _, _ in kinds["two people"]})
     chosen = set(rng.sample(contexts, min(n_contexts, len(contexts))))
     pairs = [pair for pair in kinds["two people"] if pair[0].context in chosen]
@@ -266,6 +275,15 @@ def share_with_interval(values, groups, samples: int = bbq.BOOTSTRAP_SAMPLES, se
     return {"share": float(values.mean()), "interval": bbq.interval(means), "n": len(values)}
 
 
+
+def accuracy_by_kind(pairs: list, right) -> dict:
+    """Per kind of pair (``PAIR_KINDS``): the share of ``pairs`` whose preferred answer got the higher reward
+    (``right``, one bool per pair), with its 95 % interval from a bootstrap over templates."""
+    right = np.asarray(right)
+    kinds = np.array([pair_kind(pair) for pair in pairs])
+    templates = np.array([item.template for item, _, _ in pairs])
+    return {kind: share_with_interval(right[kinds == kind], templates[kinds == kind]) for kind in PAIR_KINDS}
+
 def same_person_share(pairs: list, right) -> dict:
     """Over the contexts whose two questions (BBQ asks a negative and a non-negative one of each context, with
     opposite answers) both have a pair of two people in ``pairs``: how many times the reward model preferred the
@@ -286,27 +304,19 @@ def dpo_pairs(items: list, n: int, seed: int = SEED) -> list:
     stereotyped answer), a quarter of two people (the correct person over the other) and a quarter of the correct
     person over "unknown" (so the model learns when "unknown" is not the answer)."""
     rng = random.Random(seed)
-    kinds = {"ambiguous": [], "two people": [], "over unknown": []}
-    for pair in all_pairs(items):
-        kinds[pair_kind(pair)].append(pair)
-    for group in kinds.values():
-        rng.shuffle(group)
+    kinds = pairs_by_kind(items)
+    for kind in ("ambiguous", "two people", "over unknown"):  # this order: the seed's draws stay those of the sweep
+        rng.shuffle(kinds[kind])
     pairs = kinds["ambiguous"][:n // 2] + kinds["two people"][:n // 4] + kinds["over unknown"][:n - n // 2 - n // 4]
     rng.shuffle(pairs)
     return pairs
-
-
-def chat_prompt(tokenizer, item) -> str:
-    """The item's question as the user's turn of SmolLM2's chat template, ready for the assistant's answer."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": item.prompt()}], tokenize=False,
-                                         add_generation_prompt=True)
 
 
 def dpo_dataset(tokenizer, pairs: list):
     """TRL's preference format: prompt (the chat prompt), chosen and rejected (answer strings)."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": chat_prompt(tokenizer, item), "chosen": item.answers[good],
+    return Dataset.from_list([{"prompt": bbq.chat_prompt(tokenizer, item.prompt()), "chosen": item.answers[good],
                                "rejected": item.answers[bad]} for item, good, bad in pairs])
 
 
@@ -393,8 +403,8 @@ def kl_items(eval_items: list, n_kl: int) -> list:
 
 def kl_on_answers(model, tokenizer, items: list) -> float:
     """``response_kl`` over the three answers of each item, after its chat prompt."""
-    return response_kl(model, tokenizer, [chat_prompt(tokenizer, i) for i in items for _ in i.answers],
-                       [a for i in items for a in i.answers])
+    prompts = [bbq.chat_prompt(tokenizer, i.prompt()) for i in items for _ in i.answers]
+    return response_kl(model, tokenizer, prompts, [a for i in items for a in i.answers])
 
 
 def dpo_point(model, tokenizer, train_items: list, held_out: list, config: dict, before: dict | None = None,
