@@ -1,9 +1,10 @@
 """Lesson 11's reward model trained for longer: does it learn which person a disambiguated context points to?
 
-    python benchmarks/reward_model_steps.py [--steps 60 100 200] [--cached]
+    python benchmarks/reward_model_steps.py [--steps 40 100 200] [--cached]
 
 Trains MiniLM with a scalar head as the lesson does (TRL's RewardTrainer, batches of 16 pairs of the three kinds,
-learning rate 5e-5) for each number of steps, and prints one table: held-out pair accuracy by kind with its 95 %
+learning rate 5e-5; the lesson's full mode trains 40 steps) for each number of steps,
+on the lesson's full-mode held-out pairs, and prints one table: held-out pair accuracy by kind with its 95 %
 interval (a bootstrap over templates), the held-out contexts where it preferred the same person for both of BBQ's
 opposite questions, and the seconds per step. Every run trains afresh unless ``--cached`` takes a cached one.
 """
@@ -11,19 +12,19 @@ opposite questions, and the seconds per step. Every run trains afresh unless ``-
 import argparse
 
 from llmcourse import bbq
-from llmcourse.instruct import (PAIR_KINDS, accuracy_by_kind, reward_pairs, reward_test_pairs, same_person_share,
-                                train_reward_model)
+from llmcourse.instruct import (LESSON_REWARD_TEST, PAIR_KINDS, accuracy_by_kind, reward_pairs, reward_test_pairs,
+                                same_person_share, train_reward_model)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", nargs="+", type=int, default=[60, 100, 200])
+    parser.add_argument("--steps", nargs="+", type=int, default=[40, 100, 200])
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--cached", action="store_true")
     args = parser.parse_args(argv)
     items, _ = bbq.load_items()
     train_items, held_out = bbq.split_by_template(items)
-    train, test = reward_pairs(train_items), reward_test_pairs(held_out, n_contexts=416, n_other=208)
+    train, test = reward_pairs(train_items), reward_test_pairs(held_out, **LESSON_REWARD_TEST["full"])
     rows = []
     for steps in args.steps:
         run = train_reward_model(train, test, steps=steps, lr=args.lr, retrain=None if args.cached else True)

@@ -38,9 +38,11 @@ DPO_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 # item is 1.6 points of the 5 that accuracy may lose.
 LESSON_DPO = {"full": {"beta": 0.25, "steps": 24, "batch_size": 8, "lr": 5e-4, "n_ambiguous": 128,
                        "n_disambiguated": 128, "n_kl": 32},
-              "quick": {"beta": 0.25, "steps": 4, "batch_size": 4, "lr": 2e-3, "n_ambiguous": 16,
+              "quick": {"beta": 0.25, "steps": 3, "batch_size": 4, "lr": 2e-3, "n_ambiguous": 16,
                         "n_disambiguated": 16, "n_kl": 8}}
 SWEEP_FILE = "dpo_beta_sweep.json"
+# the reward model's held-out pairs (reward_test_pairs): both questions of n_contexts contexts, n_other of each other kind
+LESSON_REWARD_TEST = {"full": {"n_contexts": 208, "n_other": 104}, "quick": {"n_contexts": 24, "n_other": 48}}
 
 
 def lora_config(r: int = 8, alpha: int = 16, targets=LORA_TARGETS):
@@ -195,13 +197,13 @@ def pair_kind(pair) -> str:
     return "ambiguous" if item.ambiguous else "over unknown" if rejected == item.unknown else "two people"
 
 
-
 def pairs_by_kind(items: list) -> dict:
     """``all_pairs(items)`` grouped by ``pair_kind``, in the order of ``PAIR_KINDS``."""
     kinds = {kind: [] for kind in PAIR_KINDS}
     for pair in all_pairs(items):
         kinds[pair_kind(pair)].append(pair)
     return kinds
+
 
 def reward_pairs(items: list, seed: int = SEED) -> list:
     """The reward model's training pairs: every pair of ``all_pairs(items)`` (the three kinds about equally
@@ -275,7 +277,6 @@ def share_with_interval(values, groups, samples: int = bbq.BOOTSTRAP_SAMPLES, se
     return {"share": float(values.mean()), "interval": bbq.interval(means), "n": len(values)}
 
 
-
 def accuracy_by_kind(pairs: list, right) -> dict:
     """Per kind of pair (``PAIR_KINDS``): the share of ``pairs`` whose preferred answer got the higher reward
     (``right``, one bool per pair), with its 95 % interval from a bootstrap over templates."""
@@ -283,6 +284,28 @@ def accuracy_by_kind(pairs: list, right) -> dict:
     kinds = np.array([pair_kind(pair) for pair in pairs])
     templates = np.array([item.template for item, _, _ in pairs])
     return {kind: share_with_interval(right[kinds == kind], templates[kinds == kind]) for kind in PAIR_KINDS}
+
+
+DISAMBIGUATED_KINDS = ("over unknown", "two people")
+ALWAYS_UNKNOWN = {"ambiguous": 1.0, "over unknown": 0.0, "two people": 0.5}  # its share right; a coin between people
+
+
+def disambiguated_accuracy(pairs: list, right, samples: int = bbq.BOOTSTRAP_SAMPLES, seed: int = SEED) -> dict:
+    """On the pairs from disambiguated contexts, their two kinds weighted equally: the share whose preferred answer
+    got the higher reward (``right``), its 95 % interval from a bootstrap over templates, and what a model that
+    always prefers "unknown" scores on the same pairs (``baseline``)."""
+    right = np.asarray(right, dtype=float)
+    kinds = np.array([pair_kind(pair) for pair in pairs])
+    templates = np.array([item.template for item, _, _ in pairs])
+
+    def balanced(rows) -> float:
+        return float(np.mean([right[rows][kinds[rows] == kind].mean() for kind in DISAMBIGUATED_KINDS]))
+
+    shares = [balanced(rows) for rows in bbq.template_resamples(templates, samples, seed)]
+    return {"share": balanced(np.arange(len(right))), "interval": bbq.interval(shares),
+            "baseline": float(np.mean([ALWAYS_UNKNOWN[kind] for kind in DISAMBIGUATED_KINDS])),
+            "n": int(np.isin(kinds, DISAMBIGUATED_KINDS).sum())}
+
 
 def same_person_share(pairs: list, right) -> dict:
     """Over the contexts whose two questions (BBQ asks a negative and a non-negative one of each context, with
@@ -358,23 +381,36 @@ def train_dpo(model, tokenizer, pairs: list, beta: float, steps: int, batch_size
     return tuned.eval(), run
 
 
+def _response_logprobs(model, prompt_ids: list, ids: torch.Tensor) -> torch.Tensor:
+    """(n, w, V) next-token log-distributions at the positions that predict each row of ``ids`` (n, w) after
+    ``prompt_ids``: the prompt is read once and its KV cache shared by the rows."""
+    from llmcourse.evaluation import read
+
+    context = read(model, prompt_ids)
+    first = context.next_logprobs.expand(len(ids), 1, -1)  # (n, 1, V): predicts each row's first token
+    if ids.shape[1] == 1:
+        return first
+    context.cache.batch_repeat_interleave(len(ids))
+    rest = model(ids[:, :-1], cache=context.cache, use_cache=True).logits.float().log_softmax(-1)  # (n, w - 1, V)
+    return torch.cat([first, rest], 1)
+
+
 @torch.no_grad()
 def response_kl(model, tokenizer, prompts: list, responses: list) -> float:
     """Mean per-token KL(policy || reference) in nats over the response tokens: at every position that predicts a
     response token, the KL between the two next-token distributions over the whole vocabulary. ``model`` is a
     peft model; the reference is the same model with its adapter disabled. Consecutive responses to one prompt go
-    through in one batch."""
+    through in one batch, after the prompt read once."""
     total, count = 0.0, 0
     for prompt, group in itertools.groupby(zip(prompts, responses), key=lambda pair: pair[0]):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         response_ids = [tokenizer(response, add_special_tokens=False)["input_ids"] for _, response in group]
         width = max(map(len, response_ids))
-        # right padding: no real token attends to it; the last width + 1 positions predict the responses' tokens
-        ids = torch.tensor([prompt_ids + r + [0] * (width - len(r)) for r in response_ids],
-                           device=model.device)  # (n, T)
-        policy = torch.log_softmax(model(ids, logits_to_keep=width + 1).logits[:, :width].float(), -1)  # (n, w, V)
+        # right padding: no real token attends to it
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in response_ids], device=model.device)  # (n, w)
+        policy = _response_logprobs(model, prompt_ids, ids)  # (n, w, V)
         with model.disable_adapter():
-            reference = torch.log_softmax(model(ids, logits_to_keep=width + 1).logits[:, :width].float(), -1)
+            reference = _response_logprobs(model, prompt_ids, ids)
         kl = (policy.exp() * (policy - reference)).sum(-1)  # (n, w)
         real = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in response_ids], device=kl.device)
         total += kl[real].sum().item()

@@ -54,7 +54,6 @@ def test_the_reward_pairs_hold_the_three_kinds_equally_often():
         assert good != bad and good == (item.unknown if item.ambiguous else item.label)
 
 
-
 def test_the_reward_models_held_out_pairs_keep_both_questions_of_a_context():
     items, _ = bbq.load_items()
     _, held_out = bbq.split_by_template(items)
@@ -65,6 +64,7 @@ def test_the_reward_models_held_out_pairs_keep_both_questions_of_a_context():
     two = [item for (item, _, _), kind in zip(pairs, kinds) if kind == "two people"]
     assert all(sum(other.context == item.context for other in two) == 2 for item in two)
     assert {item.template for item, _, _ in pairs} <= {item.template for item in held_out}
+
 
 def test_the_reward_models_input_marks_the_answers_person_only():
     item = bbq.BbqItem(1, "t", False, "A man and a woman met. The woman left early, and the man stayed.",
@@ -84,7 +84,6 @@ def test_the_bootstrap_interval_holds_the_share_and_narrows_with_more_groups():
     assert noisy["interval"][0] < noisy["share"] < noisy["interval"][1]
 
 
-
 def test_a_reward_model_that_ignores_the_question_prefers_one_person_per_context():
     def item(n, question, label):
         return bbq.BbqItem(n, "t", False, f"context {n // 2}", question, ("The man", "Unknown", "The woman"),
@@ -95,6 +94,24 @@ def test_a_reward_model_that_ignores_the_question_prefers_one_person_per_context
              (item(4, "Who was late?", 0), 0, 1)]  # a person over "unknown": not counted
     assert instruct.same_person_share(pairs, [True, False, True, True, True]) == {"same": 1, "contexts": 2}
     assert instruct.same_person_share(pairs[:3], [True, True, True]) == {"same": 0, "contexts": 1}
+
+
+def test_disambiguated_accuracy_weighs_its_two_kinds_equally_against_always_unknown():
+    items, _ = bbq.load_items()
+    _, held_out = bbq.split_by_template(items)
+    pairs = instruct.reward_test_pairs(held_out, n_contexts=40, n_other=20)  # 80 of two people, 20 over unknown
+    kinds = np.array([instruct.pair_kind(p) for p in pairs])
+    always_unknown = [good == item.unknown for item, good, _ in pairs]  # a strict one: ties between people are wrong
+    none = instruct.disambiguated_accuracy(pairs, always_unknown, samples=200)
+    assert none["share"] == 0 and none["interval"] == (0, 0) and none["n"] == 100 and none["baseline"] == 0.25
+    settles = instruct.disambiguated_accuracy(pairs, kinds == "over unknown", samples=200)  # a person, never which
+    assert settles["share"] == 0.5 and settles["interval"] == (0.5, 0.5)
+    coin = np.random.default_rng(0).random(len(pairs)) < 0.5
+    mixed = instruct.disambiguated_accuracy(pairs, coin, samples=200)
+    by_kind = instruct.accuracy_by_kind(pairs, coin)
+    assert mixed["share"] == pytest.approx((by_kind["two people"]["share"] + by_kind["over unknown"]["share"]) / 2)
+    assert mixed["interval"][0] < mixed["share"] < mixed["interval"][1]
+
 
 def tiny_peft_model():
     from peft import get_peft_model
