@@ -57,36 +57,46 @@ print({GIVEAWAY_MARK!r} + _json.dumps(_passing))
 """
 
 
-def probe_result(nb) -> list:
-    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
-    return json.loads(printed.split(GIVEAWAY_MARK, 1)[1].splitlines()[0])
+def printed_after(nb, mark: str):
+    """The JSON a probe cell printed after ``mark``."""
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    return json.loads(printed.split(mark, 1)[1].splitlines()[0])
+
+
+# lesson 11 runs DPO at the configuration whose quick-mode point benchmarks/dpo_beta_sweep.py recorded: the
+# lesson's own run (its kernel's kl and change) must land on it
+DPO_LESSON = "11-instruction-tuning.ipynb"
+DPO_POINT_MARK = "LIVE-DPO-POINT "
+DPO_POINT_PROBE = f"""
+import json as _json
+print({DPO_POINT_MARK!r} + _json.dumps({{"kl": float(kl), "before": {{k: float(c["before"]) for k, c in change.items()}},
+                                         "after": {{k: float(c["after"]) for k, c in change.items()}}}}))
+"""
+
+
+def assert_the_live_dpo_point_agrees_with_the_sweep(live: dict) -> None:
+    from llmcourse import instruct
+
+    recorded = instruct.load_beta_sweep()["quick"]
+    one_item = 1 / instruct.LESSON_DPO["quick"]["n_ambiguous"]
+    assert live["before"] == pytest.approx(recorded["before"], abs=1e-9), "the untuned model answers otherwise"
+    assert live["kl"] == pytest.approx(recorded["kl"], rel=0.05), (live["kl"], recorded["kl"])
+    for name in ("stereotyped share", "disambiguated accuracy"):
+        assert live["after"][name] == pytest.approx(recorded[name], abs=one_item + 1e-9), (name, live, recorded)
 
 
 def is_lesson(path: Path) -> bool:
     return path.parent.name == "notebooks"
 
 
-# lesson 11's quick DPO run is cached for tests/test_instruct.py's agreement test: one worker runs both, so the
-# second finds the first's run instead of training it again
-SHARED_RUNS = {"notebooks/11-instruction-tuning.ipynb": "dpo-quick"}
-
-
-def notebook_params() -> list:
-    params = []
-    for path in course_notebooks():
-        name = str(path.relative_to(ROOT))
-        marks = [pytest.mark.xdist_group(SHARED_RUNS[name])] if name in SHARED_RUNS else []
-        params.append(pytest.param(path, id=name, marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("path", notebook_params())
+@pytest.mark.parametrize("path", course_notebooks(), ids=lambda path: str(path.relative_to(ROOT)))
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv(CHECK_ENV, "1")  # a model called with inputs never moved to its device fails the cell
     extra = []
     if is_lesson(path):
         names = top_level_functions(nbformat.read(path, as_version=4))
-        extra = [giveaway_probe(path.name[:2], names)]
+        extra = [DPO_POINT_PROBE] if path.name == DPO_LESSON else []
+        extra.append(giveaway_probe(path.name[:2], names))  # the last cell
     (tmp_path / "cells.json").write_text(json.dumps(extra))
     run = run_offline(["notebook", str(path), str(tmp_path / "executed.ipynb"), str(tmp_path / "cells.json")],
                       tmp_path / "blocked.jsonl")
@@ -96,8 +106,10 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert not errors, "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
     code_cells = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]  # empty: a learner's guess
     assert all(c.execution_count for c in code_cells), "some cells did not run"
+    if is_lesson(path) and path.name == DPO_LESSON:
+        assert_the_live_dpo_point_agrees_with_the_sweep(printed_after(nb, DPO_POINT_MARK))
     if is_lesson(path):
-        passing = probe_result(nb)
+        passing = printed_after(nb, GIVEAWAY_MARK)
         assert not passing, (f"{path.name} defines functions that pass its chapter's exercise checks (lesson "
                              f"function, exercise): {passing}. Show the steps inline, compare with the library's "
                              f"own operation, or build a different variant; the general function is the "
@@ -118,7 +130,7 @@ def test_the_probe_finds_a_function_that_gives_an_exercise_away(tmp_path):
     names = top_level_functions(nb)
     assert names == ["stable", "tidy", "unrelated"]
     executed, _ = execute_notebook(lesson, quick=True, extra_cells=[new_code_cell(giveaway_probe("02", names))])
-    assert probe_result(executed) == [["stable", "softmax"], ["tidy", "softmax"]]
+    assert printed_after(executed, GIVEAWAY_MARK) == [["stable", "softmax"], ["tidy", "softmax"]]
 
 
 def test_llmcourse_has_no_function_with_an_exercise_name():
