@@ -1,8 +1,8 @@
 """DPO's beta sweep for lesson 11: the lesson's full-mode DPO run at several values of beta; for each, the last
 logged reward margin, the mean per-token KL(policy || reference) over response tokens, and the held-out BBQ
 metrics with their paired-bootstrap intervals; and the lesson's quick-mode run at its own beta, which
-tests/test_notebooks.py compares with the lesson's own quick run. Writes llmcourse/course_data/dpo_beta_sweep.json with the commit and the seed;
-the lesson loads it for its reward-against-KL figure.
+tests/test_notebooks.py compares with the lesson's own quick run. Writes llmcourse/course_data/dpo_beta_sweep.json
+with the commit and the seed; the lesson loads it for its reward-against-KL figure.
 
     .venv/bin/python benchmarks/dpo_beta_sweep.py                 # 4 betas and the quick run (about 25 minutes)
     .venv/bin/python benchmarks/dpo_beta_sweep.py --betas 0.25    # one beta

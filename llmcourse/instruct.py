@@ -41,7 +41,8 @@ LESSON_DPO = {"full": {"beta": 0.25, "steps": 24, "batch_size": 8, "lr": 5e-4, "
               "quick": {"beta": 0.25, "steps": 3, "batch_size": 4, "lr": 2e-3, "n_ambiguous": 16,
                         "n_disambiguated": 16, "n_kl": 8}}
 SWEEP_FILE = "dpo_beta_sweep.json"
-# the reward model's held-out pairs (reward_test_pairs): both questions of n_contexts contexts, n_other of each other kind
+# the reward model's held-out pairs (reward_test_pairs): both questions of n_contexts contexts, n_other pairs of
+# each other kind
 LESSON_REWARD_TEST = {"full": {"n_contexts": 208, "n_other": 104}, "quick": {"n_contexts": 24, "n_other": 48}}
 
 
