@@ -49,7 +49,8 @@ def main(argv=None) -> None:
         print(f"beta {beta}: KL {row['kl']:.4f}, margin {row['margin']:.3f}, stereotyped {row['stereotyped share']:.3f}"
               f", disambiguated accuracy {row['disambiguated accuracy']:.3f} ({time.perf_counter() - start:.0f} s)",
               flush=True)
-    quick = dpo_point(model, tokenizer, train_items, held_out, LESSON_DPO["quick"], retrain=None if args.reuse else True)
+    quick = dpo_point(model, tokenizer, train_items, held_out, LESSON_DPO["quick"],
+                      retrain=None if args.reuse else True)
     result = {"commit": commit, "uncommitted changes": bool(dirty), "seed": SEED, "config": LESSON_DPO,
               "runs": runs, "quick": quick}
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -124,7 +124,8 @@ def train_sft(model, tokenizer, steps: int, batch_size: int = 8, lr: float = 5e-
     """SFT of ``model`` with a LoRA adapter (peft) through TRL's ``SFTTrainer``, the loss on the completion only.
 
     Returns (the peft model, in eval mode, a dict: ``seconds_per_step``, ``steps``, ``log`` (TRL's logged
-    losses), ``example`` (one tokenized training row: ``input_ids`` and ``scored``, 1 where the loss is taken)). Cached: the adapter's weights.
+    losses), ``example`` (one tokenized training row: ``input_ids`` and ``scored``, 1 where the loss is taken)).
+    Cached: the adapter's weights.
     """
     from trl import SFTConfig, SFTTrainer
 
@@ -248,11 +249,12 @@ def train_reward_model(train_pairs: list, test_pairs: list, steps: int, batch_si
         torch.manual_seed(seed)
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
-        args = RewardConfig(output_dir=str(_scratch("reward")), learning_rate=lr, per_device_train_batch_size=batch_size,
-                            max_steps=steps, logging_steps=max(1, steps // 8), report_to=[], save_strategy="no",
+        args = RewardConfig(output_dir=str(_scratch("reward")), learning_rate=lr,
+                            per_device_train_batch_size=batch_size, max_steps=steps,
+                            logging_steps=max(1, steps // 8), report_to=[], save_strategy="no",
                             seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=False)
-        trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
-                                train_dataset=Dataset.from_list(reward_rows(tokenizer, train_pairs[:steps * batch_size])))
+        train = Dataset.from_list(reward_rows(tokenizer, train_pairs[:steps * batch_size]))
+        trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train)
         result = _train(trainer)
         model.eval()
         rewards = {"chosen": [], "rejected": []}

@@ -49,7 +49,7 @@ def test_the_reward_pairs_hold_the_three_kinds_equally_often():
     train, _ = bbq.split_by_template(items)
     pairs = instruct.reward_pairs(train)
     assert len(pairs) == len(instruct.all_pairs(train)) and instruct.reward_pairs(train) == pairs
-    counts = {kind: sum(instruct.pair_kind(p) == kind for p in pairs) for kind in ("ambiguous", "two people", "over unknown")}
+    counts = {kind: sum(instruct.pair_kind(p) == kind for p in pairs) for kind in instruct.PAIR_KINDS}
     assert max(counts.values()) - min(counts.values()) < 0.1 * len(pairs), counts
     for item, good, bad in pairs:
         assert good != bad and good == (item.unknown if item.ambiguous else item.label)
@@ -70,8 +70,10 @@ def test_the_reward_models_held_out_pairs_keep_both_questions_of_a_context():
 def test_the_reward_models_input_marks_the_answers_person_only():
     item = bbq.BbqItem(1, "t", False, "A man and a woman met. The woman left early, and the man stayed.",
                        "Who left early?", ("The woman", "Unknown", "The man"), 0, 0, 1)
-    assert instruct.marked_context(item, 0) == "A man and ** a woman ** met. ** The woman ** left early, and the man stayed."
-    assert instruct.marked_context(item, 2) == "** A man ** and a woman met. The woman left early, and ** the man ** stayed."
+    assert (instruct.marked_context(item, 0)
+            == "A man and ** a woman ** met. ** The woman ** left early, and the man stayed.")
+    assert (instruct.marked_context(item, 2)
+            == "** A man ** and a woman met. The woman left early, and ** the man ** stayed.")
     assert instruct.marked_context(item, 1) == item.context
 
 

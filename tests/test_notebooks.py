@@ -69,7 +69,8 @@ DPO_LESSON = "11-instruction-tuning.ipynb"
 DPO_POINT_MARK = "LIVE-DPO-POINT "
 DPO_POINT_PROBE = f"""
 import json as _json
-print({DPO_POINT_MARK!r} + _json.dumps({{"kl": float(kl), "before": {{k: float(c["before"]) for k, c in change.items()}},
+print({DPO_POINT_MARK!r} + _json.dumps({{"kl": float(kl),
+                                         "before": {{k: float(c["before"]) for k, c in change.items()}},
                                          "after": {{k: float(c["after"]) for k, c in change.items()}}}}))
 """
 
