@@ -557,11 +557,12 @@ def test_a_crash_between_a_result_and_its_gradebook_copy_is_caught_up_at_the_res
             break
     assert interrupted, "three kills all came after the gradebook's copy"
     service.wait_stable()
-    give_up = time.monotonic() + 30
-    while gradebook_sha() != sha and time.monotonic() < give_up:
+    caught_up = f"gradebook: {EXTENDED}'s counted {A02} ({interrupted}) copied in"
+    give_up = time.monotonic() + 30  # the record is written just before the line is printed: wait for both
+    while not (gradebook_sha() == sha and service.said(caught_up)) and time.monotonic() < give_up:
         time.sleep(0.1)
     assert gradebook_sha() == sha, "the restarted service did not copy the counted submission into the gradebook"
-    assert service.said(f"gradebook: {EXTENDED}'s counted {A02} ({interrupted}) copied in")
+    assert service.said(caught_up)
     llmcourse(course, "export", "--out", "after-crash.csv")
     with open(course / "after-crash.csv", newline="") as f:
         row = next(r for r in csv.DictReader(f) if r["student_id"] == EXTENDED)
