@@ -128,7 +128,8 @@ TOP_P_WARPER = Forbidden(
 HARNESS_SCORING = Forbidden(
     "llmcourse.evaluation.choice_logprobs",
     tuple(("llmcourse.evaluation", name) for name in ("choice_logprobs", "continuation_logprobs", "read",
-                                                      "mean_token_logprob", "evaluate_multiple_choice")),
+                                                      "read_continuations", "mean_token_logprob",
+                                                      "evaluate_multiple_choice")),
     "the lesson's harness is what this exercise builds: call the model itself, so that you decide what it "
     "is run on (the prompt once, its KV cache reused for every choice)")
 MULTIPLE_CHOICE_HARNESS = Forbidden(
@@ -222,8 +223,8 @@ LM_PERPLEXITY = Forbidden(
     "tokens after the prompt")
 CONTINUATION_SCORING = Forbidden(
     "llmcourse.evaluation.continuation_logprobs",
-    tuple(("llmcourse.evaluation", name) for name in ("continuation_logprobs", "read", "choice_logprobs",
-                                                      "mean_token_logprob")),
+    tuple(("llmcourse.evaluation", name) for name in ("continuation_logprobs", "read", "read_continuations",
+                                                      "choice_logprobs", "mean_token_logprob")),
     "lesson 09's harness scores a continuation after a prompt just so: run the model on `input_ids` yourself "
     "and sum the log-probabilities of the tokens after the prompt")
 GENERATION_SPEED = Forbidden(
@@ -234,7 +235,8 @@ GENERATION_SPEED = Forbidden(
 LABEL_SCORING = Forbidden(
     "llmcourse.evaluation.choice_logprobs",
     tuple(("llmcourse.evaluation", name) for name in ("choice_logprobs", "continuation_logprobs", "read",
-                                                      "mean_token_logprob", "evaluate_multiple_choice")),
+                                                      "read_continuations", "mean_token_logprob",
+                                                      "evaluate_multiple_choice")),
     "lesson 09's harness scores each choice after a prompt, which is what this exercise builds: tokenize the "
     "prompt and each label yourself and score the label with your own `sequence_logprob`")
 

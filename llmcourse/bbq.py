@@ -100,18 +100,12 @@ def preference_pairs(items: list) -> list[tuple[BbqItem, int, int]]:
 
 # ---------------------------------------------------------------- answering and measuring
 
-def chat_prompt(tokenizer, text: str) -> str:
-    """``text`` as the user's turn of the model's chat template, ready for the assistant's answer."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                         add_generation_prompt=True)
-
-
 def answer_scores(model, tokenizer, items: list, progress: bool = True) -> np.ndarray:
     """(N, 3) mean per-token log-likelihood of each answer string after the item's chat prompt. The chat template's
     text before the user's words (the system prompt: a third of the tokens) is read once and its KV cache reused."""
     from tqdm.auto import tqdm
 
-    from llmcourse.evaluation import choice_logprobs, encode, read
+    from llmcourse.evaluation import chat_prompt, choice_logprobs, encode, read
 
     head = chat_prompt(tokenizer, "\x00").split("\x00")[0]  # "<|im_start|>system\n...<|im_end|>\n<|im_start|>user\n"
     context = read(model, encode(tokenizer, head))

@@ -109,6 +109,12 @@ def _question(task: Task, item: Item, index: int, fmt: str) -> str:
     return item.input + (_listed_choices(task, item, index) if listed else "")
 
 
+def chat_prompt(tokenizer, text: str) -> str:
+    """``text`` as the user's turn of the model's chat template, ready for the assistant's answer."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
 def build_prompt(task: Task, item: Item, index: int = 0, fmt: str = "bigbench", tokenizer=None) -> tuple:
     """``(prompt, answer_prefix)`` for one item: the text before the answer, and what goes between it and a
     choice (" " in BIG-bench's format, where the prompt ends with "A:"; "" in the chat format).
@@ -121,9 +127,7 @@ def build_prompt(task: Task, item: Item, index: int = 0, fmt: str = "bigbench", 
         raise ValueError(f"fmt must be one of {FORMATS}, not {fmt!r}")
     question = _question(task, item, index, "bigbench" if fmt == "chat" else fmt)
     if fmt == "chat":
-        user = (task.task_prefix + question).strip()
-        turn = [{"role": "user", "content": user}]
-        return tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False), ""
+        return chat_prompt(tokenizer, (task.task_prefix + question).strip()), ""
     output_prefix = task.output_prefix.rstrip(" ")  # the space moves into the answer: " " + choice
     return task.input_prefix + question + output_prefix, task.output_prefix[len(output_prefix):]
 
@@ -170,6 +174,15 @@ def read(model, ids: list, context: Context | None = None) -> Context:
 
 
 @torch.no_grad()
+def read_continuations(model, context: Context, ids: torch.Tensor) -> torch.Tensor:
+    """(B, L, V) next-token log-probabilities at each position of ``ids`` (B, L), every row read after ``context``
+    (left untouched) on its own copy of the KV cache."""
+    cache = copy.deepcopy(context.cache)
+    cache.batch_repeat_interleave(len(ids))
+    return model(ids.to(model.device), cache=cache, use_cache=True).logits.float().log_softmax(-1)
+
+
+@torch.no_grad()
 def continuation_logprobs(model, context: Context, continuations: list) -> list:
     """Sum of log P(token | everything before it) over each continuation (lists of ids) after ``context``.
 
@@ -185,9 +198,7 @@ def continuation_logprobs(model, context: Context, continuations: list) -> list:
         ids = torch.zeros(len(batch), width, dtype=torch.long)  # right padding: no real token attends to it
         for row, i in enumerate(batch):
             ids[row, :len(continuations[i]) - 1] = torch.tensor(continuations[i][:-1])
-        cache = copy.deepcopy(context.cache)
-        cache.batch_repeat_interleave(len(batch))
-        logprobs = model(ids.to(model.device), cache=cache, use_cache=True).logits.float().log_softmax(-1)  # (B, L, V)
+        logprobs = read_continuations(model, context, ids)  # (B, L, V)
         for row, i in enumerate(batch):
             following = torch.tensor(continuations[i][1:], device=logprobs.device)
             totals[i] += float(logprobs[row, torch.arange(len(following)), following].sum())

@@ -25,6 +25,7 @@ import torch
 from llmcourse import bbq
 from llmcourse.cache import cached_run
 from llmcourse.data import SEED
+from llmcourse.evaluation import chat_prompt, read, read_continuations
 from llmcourse.prompting import PromptFormat
 
 ZERO_SHOT = PromptFormat("Review/Sentiment")  # chapter 05's zero-shot prompt: "Review: ...\nSentiment:"
@@ -342,7 +343,7 @@ def dpo_dataset(tokenizer, pairs: list):
     """TRL's preference format: prompt (the chat prompt), chosen and rejected (answer strings)."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": bbq.chat_prompt(tokenizer, item.prompt()), "chosen": item.answers[good],
+    return Dataset.from_list([{"prompt": chat_prompt(tokenizer, item.prompt()), "chosen": item.answers[good],
                                "rejected": item.answers[bad]} for item, good, bad in pairs])
 
 
@@ -387,14 +388,11 @@ def train_dpo(model, tokenizer, pairs: list, beta: float, steps: int, batch_size
 def _response_logprobs(model, prompt_ids: list, ids: torch.Tensor) -> torch.Tensor:
     """(n, w, V) next-token log-distributions at the positions that predict each row of ``ids`` (n, w) after
     ``prompt_ids``: the prompt is read once and its KV cache shared by the rows."""
-    from llmcourse.evaluation import read
-
     context = read(model, prompt_ids)
     first = context.next_logprobs.expand(len(ids), 1, -1)  # (n, 1, V): predicts each row's first token
     if ids.shape[1] == 1:
         return first
-    context.cache.batch_repeat_interleave(len(ids))
-    rest = model(ids[:, :-1], cache=context.cache, use_cache=True).logits.float().log_softmax(-1)  # (n, w - 1, V)
+    rest = read_continuations(model, context, ids[:, :-1])  # (n, w - 1, V)
     return torch.cat([first, rest], 1)
 
 
@@ -442,7 +440,7 @@ def kl_items(eval_items: list, n_kl: int) -> list:
 
 def kl_on_answers(model, tokenizer, items: list) -> float:
     """``response_kl`` over the three answers of each item, after its chat prompt."""
-    prompts = [bbq.chat_prompt(tokenizer, i.prompt()) for i in items for _ in i.answers]
+    prompts = [chat_prompt(tokenizer, i.prompt()) for i in items for _ in i.answers]
     return response_kl(model, tokenizer, prompts, [a for i in items for a in i.answers])
 
 
