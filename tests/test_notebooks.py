@@ -17,6 +17,7 @@ import pytest
 from nbformat.v4 import new_code_cell
 from offline import run_offline
 
+from llmcourse import instruct
 from llmcourse.device import CHECK_ENV
 from llmcourse.run_notebooks import course_notebooks, execute_notebook
 
@@ -76,8 +77,6 @@ print({DPO_POINT_MARK!r} + _json.dumps({{"kl": float(kl),
 
 
 def assert_the_live_dpo_point_agrees_with_the_sweep(live: dict) -> None:
-    from llmcourse import instruct
-
     recorded = instruct.load_beta_sweep()["quick"]
     one_item = 1 / instruct.LESSON_DPO["quick"]["n_ambiguous"]
     assert live["before"] == pytest.approx(recorded["before"], abs=1e-9), "the untuned model answers otherwise"
@@ -94,10 +93,10 @@ def is_lesson(path: Path) -> bool:
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv(CHECK_ENV, "1")  # a model called with inputs never moved to its device fails the cell
     extra = []
+    dpo_lesson = is_lesson(path) and path.name == DPO_LESSON
     if is_lesson(path):
         names = top_level_functions(nbformat.read(path, as_version=4))
-        extra = [DPO_POINT_PROBE] if path.name == DPO_LESSON else []
-        extra.append(giveaway_probe(path.name[:2], names))  # the last cell
+        extra = ([DPO_POINT_PROBE] if dpo_lesson else []) + [giveaway_probe(path.name[:2], names)]
     (tmp_path / "cells.json").write_text(json.dumps(extra))
     run = run_offline(["notebook", str(path), str(tmp_path / "executed.ipynb"), str(tmp_path / "cells.json")],
                       tmp_path / "blocked.jsonl")
@@ -107,7 +106,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert not errors, "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
     code_cells = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]  # empty: a learner's guess
     assert all(c.execution_count for c in code_cells), "some cells did not run"
-    if is_lesson(path) and path.name == DPO_LESSON:
+    if dpo_lesson:
         assert_the_live_dpo_point_agrees_with_the_sweep(printed_after(nb, DPO_POINT_MARK))
     if is_lesson(path):
         passing = printed_after(nb, GIVEAWAY_MARK)
